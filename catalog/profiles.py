@@ -1,0 +1,69 @@
+"""Named sets of catalog entries with the settings they are evaluated at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catalog._registry import Registry
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a sweep evaluates: the models, and the reduced settings that keep it affordable.
+
+    ``image_size`` is the evaluation resolution (the bundled digits are 8x8 scans, upsampled); ``epochs`` is the
+    fine-tuning budget used by the ``finetune`` weights source.
+    """
+
+    name: str
+    models: tuple[str, ...]
+    image_size: int
+    epochs: int
+    description: str
+
+
+PROFILES: Registry[Profile] = Registry("profile")
+
+PROFILES.add(
+    "demo",
+    Profile(
+        name="demo",
+        models=(
+            "resnet18.tv_in1k",
+            "mobilenetv3_small_100.lamb_in1k",
+            "mobilenetv3_large_100.ra_in1k",
+            "mobilenetv2_100.ra_in1k",
+            "efficientnet_b0.ra_in1k",
+            "tf_efficientnet_lite0.in1k",
+        ),
+        image_size=32,
+        epochs=4,
+        description="Six small variants across five families; fine-tuned on the bundled digits, quick on 2 CPU cores.",
+    ),
+)
+PROFILES.add(
+    "smoke",
+    Profile(
+        name="smoke",
+        models=("test_resnet.r160_in1k", "test_efficientnet.r160_in1k"),
+        image_size=32,
+        epochs=3,
+        description="timm's tiny test architectures: the reduced setting used by the end-to-end tests.",
+    ),
+)
+
+
+def _full() -> Profile:
+    from catalog.families import ENTRIES
+    from catalog.entries import Family
+
+    return Profile(
+        name="full",
+        models=tuple(e.name for e in ENTRIES if e.family is not Family.TEST),
+        image_size=224,
+        epochs=10,
+        description="Every family of the selection guide at 224 px: hours on a CPU, meant for a GPU or edge pool.",
+    )
+
+
+PROFILES.add("full", _full())

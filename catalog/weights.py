@@ -1,0 +1,227 @@
+"""Where a model's weights come from: one small interface, three sources.
+
+- ``timm-hub``: pretrained weights through timm and huggingface_hub (honours ``HF_HOME``/``HF_HUB_CACHE`` and
+  ``HF_HUB_OFFLINE``);
+- ``file``: a local checkpoint or an MLflow artifact URI (``runs:/``, ``models:/``); safetensors preferred, other
+  checkpoints only through ``torch.load(weights_only=True)``;
+- ``finetune``: train the architecture on the dataset's ``train`` split with a head sized to its classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from catalog.entries import CatalogEntry
+
+log = logging.getLogger(__name__)
+
+SourceName = Literal["timm-hub", "file", "finetune", "scratch"]
+SOURCES: tuple[str, ...] = ("timm-hub", "file", "finetune", "scratch")
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be pulled or loaded; the message names the model and the source."""
+
+
+@dataclass
+class PulledModel:
+    entry: CatalogEntry
+    model: torch.nn.Module
+    num_classes: int
+    source: str
+    weights_digest: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the state dict (names, dtypes, shapes, bytes), independent of how it was serialized."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def create_model(entry: CatalogEntry, num_classes: int, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(entry.name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown models
+        raise WeightsError(f"timm cannot create {entry.name!r}: {exc}") from exc
+
+
+def _finish(entry: CatalogEntry, model: torch.nn.Module, num_classes: int, source: str, **details: Any) -> PulledModel:
+    import timm.data
+
+    model.eval()
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return PulledModel(
+        entry=entry,
+        model=model,
+        num_classes=num_classes,
+        source=source,
+        weights_digest=weights_digest(model),
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        details=details,
+    )
+
+
+class WeightsSource(Protocol):
+    name: str
+
+    def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel: ...
+
+
+@dataclass
+class TimmHubSource:
+    """Pretrained weights from the hub through timm; a head of another size than the checkpoint's is re-initialised."""
+
+    name: str = "timm-hub"
+
+    def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
+        try:
+            model = create_model(entry, num_classes, pretrained=True)
+        except WeightsError:
+            raise
+        except Exception as exc:  # network off and not cached, missing file, ...
+            raise WeightsError(f"cannot pull pretrained weights for {entry.name!r} from the hub: {exc}") from exc
+        return _finish(entry, model, num_classes, self.name)
+
+
+@dataclass
+class ScratchSource:
+    """Randomly initialised weights (seeded): the starting point of ``finetune`` when no hub is reachable."""
+
+    seed: int = 0
+    name: str = "scratch"
+
+    def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
+        torch.manual_seed(self.seed)
+        return _finish(entry, create_model(entry, num_classes), num_classes, self.name, seed=self.seed)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint without ever unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"refusing to load {path}: not a plain tensor checkpoint ({exc})") from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+@dataclass
+class FileSource:
+    """A local checkpoint, or an MLflow artifact URI that is downloaded first."""
+
+    uri: str
+    name: str = "file"
+
+    def local_path(self) -> Path:
+        if self.uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+            import mlflow.artifacts
+
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri))
+        return Path(self.uri)
+
+    def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
+        path = self.local_path()
+        if path.is_dir():
+            found = sorted(path.rglob("*.safetensors")) or sorted(path.rglob("*.pt")) + sorted(path.rglob("*.pth"))
+            if not found:
+                raise WeightsError(f"no .safetensors/.pt checkpoint under {path}")
+            path = found[0]
+        state = read_state_dict(path)
+        model = create_model(entry, num_classes)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"{path} does not fit {entry.name!r} with {num_classes} classes: {exc}") from exc
+        return _finish(entry, model, num_classes, self.name, path=str(path))
+
+
+@dataclass
+class FinetuneSource:
+    """Train the architecture on the ``train`` split, starting from ``init`` (scratch by default)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    init: WeightsSource | None = None
+    progress: Callable[[int, float], None] | None = None  # called with (epoch, loss)
+    name: str = "finetune"
+
+    def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
+        start = (self.init or ScratchSource(self.seed)).pull(entry, num_classes)
+        model = start.model
+        torch.manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        x = torch.from_numpy(self.x_train)
+        y = torch.from_numpy(self.y_train)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.05)
+        steps = max(1, self.epochs * ((len(x) + self.batch_size - 1) // self.batch_size))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps, pct_start=0.15)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+        t0 = time.perf_counter()
+        loss_value = float("nan")
+        model.train()
+        for epoch in range(self.epochs):
+            perm = torch.randperm(len(x), generator=gen)
+            total, count = 0.0, 0
+            for i in range(0, len(x), self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x[idx]), y[idx])
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+            loss_value = total / max(count, 1)
+            if not np.isfinite(loss_value):
+                raise WeightsError(f"fine-tuning {entry.name!r} diverged at epoch {epoch + 1} (loss {loss_value})")
+            log.info("%s epoch %d/%d loss %.4f", entry.name, epoch + 1, self.epochs, loss_value)
+            if self.progress:
+                self.progress(epoch + 1, loss_value)
+        return _finish(
+            entry,
+            model,
+            num_classes,
+            self.name,
+            init=start.source,
+            epochs=self.epochs,
+            train_loss=loss_value,
+            train_seconds=time.perf_counter() - t0,
+            train_images=len(x),
+        )

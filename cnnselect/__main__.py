@@ -1,0 +1,5 @@
+import sys
+
+from cnnselect.cli import main
+
+sys.exit(main())

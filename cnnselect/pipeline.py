@@ -1,0 +1,271 @@
+"""One model through the whole job: pull -> export -> evaluate on each runner -> log. Shared by the DAG and the CLI.
+
+A failure at any stage is recorded as a FAILED MLflow run naming the model, the runner and the stage; it never
+touches what was already logged, and the other runners (and models) carry on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog import CatalogEntry, Profile, get_entry
+from evaluators.data import DatasetManifest, Preprocess, load_manifest, load_split
+from registry import names
+from registry.settings import Settings
+from registry.tracking import DatasetRef
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    """What happened to one (model, runner): ``ok``, ``skipped`` (already measured) or ``failed``."""
+
+    variant: str
+    runner: str
+    status: str
+    run_id: str | None = None
+    model_uri: str | None = None
+    stage: str | None = None
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {})}
+
+
+def dataset_ref(manifest: DatasetManifest) -> DatasetRef:
+    held = manifest.split("heldout")
+    return DatasetRef(manifest.name, manifest.digest, str(manifest.root), manifest.classes, held.digest, held.count)
+
+
+def idempotency_key(variant: str, runner: str, profile: Profile, weights: str, dataset_digest: str, seed: int) -> str:
+    spec = {
+        "variant": variant,
+        "runner": runner,
+        "image_size": profile.image_size,
+        "epochs": profile.epochs if weights == "finetune" else 0,
+        "weights": weights,
+        "seed": seed,
+        "dataset": dataset_digest,
+        "evaluator": names.EVALUATOR_VERSION,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def preprocess_for(entry: CatalogEntry, image_size: int) -> Preprocess:
+    """Mean, std and interpolation from timm's pretrained config for the entry, at the evaluation size."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(entry.name) if entry.pretrained_tag else None
+    if cfg is None:
+        return Preprocess(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic")
+    return Preprocess(
+        image_size,
+        tuple(float(v) for v in cfg.mean),  # type: ignore[arg-type]
+        tuple(float(v) for v in cfg.std),  # type: ignore[arg-type]
+        str(cfg.interpolation or "bicubic"),
+    )
+
+
+class StageError(RuntimeError):
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(f"{stage}: {type(exc).__name__}: {exc}")
+        self.stage, self.cause = stage, exc
+
+
+def _stage(stage: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:
+        raise StageError(stage, exc) from exc
+
+
+def _weights_source(weights: str, profile: Profile, x: np.ndarray, y: np.ndarray, seed: int, progress: Progress) -> Any:
+    from catalog.weights import SOURCES, FileSource, FinetuneSource, ScratchSource, TimmHubSource
+
+    if weights == "finetune":
+        return FinetuneSource(x, y, epochs=profile.epochs, seed=seed, progress=lambda e, loss: progress(f"epoch {e} loss {loss:.3f}"))
+    if weights == "timm-hub":
+        return TimmHubSource()
+    if weights == "scratch":
+        return ScratchSource(seed)
+    if weights.startswith("file:"):
+        return FileSource(weights[len("file:") :])
+    raise ValueError(f"unknown weights source {weights!r}; valid: {', '.join(SOURCES)} (file as 'file:<path or uri>')")
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 1e6
+
+
+def evaluate_model(
+    variant: str,
+    profile: Profile,
+    dataset_root: str | Path,
+    runners: tuple[str, ...] = ("cpu", "edge"),
+    sweep: str = "manual",
+    weights: str = "finetune",
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Evaluate one variant on each runner; returns one outcome per runner (never raises for a model's fault)."""
+    from evaluators.accuracy import accuracy, predict_all
+    from evaluators.export import check_parity, export_onnx
+    from evaluators.latency import LatencySettings, measure
+    from evaluators.runners import fingerprint_id, get_runner
+    from evaluators.size import measure_size
+    from registry.tracking import Evaluation, find_finished, log_evaluation, log_failure
+
+    settings = settings or Settings()
+    say = progress or (lambda msg: log.info("%s: %s", variant, msg))
+    if "'" in sweep:
+        raise ValueError(f"sweep id {sweep!r} may not contain quotes")
+    manifest = load_manifest(dataset_root)
+    ds = dataset_ref(manifest)
+    keys = {r: idempotency_key(variant, r, profile, weights, ds.digest, settings.seed) for r in runners}
+
+    def fail(runner: str, err: StageError | Exception, stage: str | None = None) -> Outcome:
+        st = err.stage if isinstance(err, StageError) else (stage or "setup")
+        msg = f"{variant} on {runner} failed at {st}: {err}"
+        log.error(msg)
+        run_id = log_failure(settings, ds.name, variant, runner, st, msg, keys[runner], sweep)
+        return Outcome(variant, runner, "failed", run_id=run_id, stage=st, error=msg)
+
+    outcomes: dict[str, Outcome] = {}
+    for r in runners:
+        done = find_finished(settings, ds.name, keys[r])
+        if done:
+            outcomes[r] = Outcome(variant, r, "skipped", run_id=done)
+    todo = [r for r in runners if r not in outcomes]
+    if not todo:
+        say("already measured, skipped")
+        return [outcomes[r] for r in runners]
+
+    work = settings.work_dir / sweep.replace(":", "_").replace("+", "_") / variant
+    try:
+        entry = _stage("resolve", lambda: get_entry(variant))
+        pre = preprocess_for(entry, profile.image_size)
+        x_held, y_held = _stage("data", lambda: load_split(manifest, "heldout", pre, settings.cache_dir))
+        x_cal, _ = _stage("data", lambda: load_split(manifest, "calibration", pre, settings.cache_dir))
+        x_train, y_train = (
+            _stage("data", lambda: load_split(manifest, "train", pre, settings.cache_dir))
+            if weights == "finetune"
+            else (x_cal[:0], y_held[:0])
+        )
+        say(f"pull ({weights})")
+        t0 = time.perf_counter()
+        source = _weights_source(weights, profile, x_train, y_train, settings.seed, say)
+        pulled = _stage("pull", lambda: source.pull(entry, len(manifest.classes)))
+        pull_s = time.perf_counter() - t0
+        say("export ONNX")
+        t0 = time.perf_counter()
+        fp32 = _stage("export", lambda: export_onnx(pulled.model, x_held, work / "fp32"))
+        export_s = time.perf_counter() - t0
+        size = _stage("size", lambda: measure_size(pulled.model, profile.image_size, entry.input_size, fp32.bytes))
+        reference = get_runner("cpu")
+        ref_session = _stage("parity", lambda: reference.load(fp32.path))
+        ref_logits = _stage("parity", lambda: predict_all(lambda b: reference.predict(ref_session, b), x_held))
+        parity = check_parity(pulled.model, ref_logits[:32], x_held[:32])
+        fp32_acc = accuracy(ref_logits, y_held)
+    except Exception as exc:
+        for r in todo:
+            outcomes[r] = fail(r, exc)
+        return [outcomes[r] for r in runners]
+
+    for r in todo:
+        try:
+            runner = _stage("runner", lambda: get_runner(r))  # noqa: B023
+            avail = runner.availability()
+            if not avail.available:
+                raise StageError("runner", RuntimeError(f"runner {r!r} unavailable here: {avail.reason}"))
+            say(f"{r}: prepare")
+            artifact = _stage("prepare", lambda: runner.prepare(fp32.path, work / r, x_cal))  # noqa: B023
+            rss0 = _rss_mb()
+            session = _stage("load", lambda: runner.load(artifact))  # noqa: B023
+            say(f"{r}: accuracy on {len(x_held)} held-out images")
+            logits = _stage("accuracy", lambda: predict_all(lambda b: runner.predict(session, b), x_held))  # noqa: B023
+            acc = accuracy(logits, y_held)
+            say(f"{r}: latency")
+            x1 = np.ascontiguousarray(x_held[:1])
+            lat = _stage(
+                "latency",
+                lambda: measure(lambda: runner.predict(session, x1), runner.synchronize, 1, LatencySettings()),  # noqa: B023
+            )
+            mem = max(0.0, _rss_mb() - rss0)
+            art_bytes = sum(p.stat().st_size for p in artifact.parent.iterdir() if p.is_file() and p.name.startswith(artifact.stem))
+            fp = runner.fingerprint(batch_size=1, image_size=profile.image_size)
+            metrics = {
+                **acc.to_metrics(),
+                **lat.to_metrics(),
+                **size.to_metrics(),
+                **parity.to_metrics(),
+                "size_mb": art_bytes / 1e6,
+                "memory_rss_mb": mem,
+                "top1_fp32": fp32_acc.top1,
+                "top1_drop_vs_fp32": fp32_acc.top1 - acc.top1,
+                "pull_seconds": pull_s,
+                "export_seconds": export_s,
+            }
+            params = {
+                "variant": variant,
+                "architecture": entry.architecture,
+                "family": entry.family.value,
+                "runner": r,
+                "precision": runner.precision,
+                "image_size": profile.image_size,
+                "native_size": entry.input_size,
+                "weights_source": weights,
+                "profile": profile.name,
+                "num_classes": len(manifest.classes),
+                "mean": pre.mean,
+                "std": pre.std,
+                "interpolation": pre.interpolation,
+                **{f"train_{k}": v for k, v in pulled.details.items()},
+            }
+            if entry.published is not None:
+                params.update(
+                    published_params_m=entry.published.params_m,
+                    published_gmacs=entry.published.gmacs,
+                    published_top1=entry.published.top1,
+                    published_source=entry.published.source,
+                )
+            ev = Evaluation(
+                variant=variant,
+                family=entry.family.value,
+                runner=r,
+                precision=runner.precision,
+                dataset=ds,
+                key=keys[r],
+                sweep=sweep,
+                fingerprint=fp,
+                fingerprint_id=fingerprint_id(fp),
+                weights_digest=pulled.weights_digest,
+                weights_source=weights,
+                artifact=artifact,
+                input_example=x1,
+                output_example=logits[:1],
+                params=params,
+                metrics=metrics,
+            )
+            say(f"{r}: log to MLflow")
+            logged = _stage("log", lambda: log_evaluation(settings, ev))  # noqa: B023
+            outcomes[r] = Outcome(variant, r, "ok", run_id=logged.run_id, model_uri=logged.model_uri, metrics=metrics)
+        except Exception as exc:
+            outcomes[r] = fail(r, exc)
+    shutil.rmtree(work, ignore_errors=True)
+    return [outcomes[r] for r in runners]

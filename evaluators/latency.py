@@ -1,0 +1,113 @@
+"""Latency: warm up, then measure until both a minimum count and a minimum duration are reached.
+
+Tail percentiles, their upper confidence bounds (order statistics), CoV and a window-agreement stability flag.
+Two measurements never overlap on one machine: each holds an exclusive file lock for its duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binom
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    warmup: int = 10
+    min_iters: int = 100
+    min_seconds: float = 1.0
+    max_seconds: float = 30.0
+    windows: int = 4
+    stable_within: float = 0.10  # last windows' medians agree within 10% (Triton perf_analyzer's rule)
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    batch_size: int
+    samples_ms: tuple[float, ...]
+    stable: bool
+
+    def percentile(self, p: float) -> float:
+        return float(np.percentile(self.samples_ms, p))
+
+    def upper_bound(self, p: float, confidence: float = 0.95) -> float:
+        """Distribution-free upper confidence bound of the p-th percentile (order statistic)."""
+        s = np.sort(self.samples_ms)
+        k = int(binom.ppf(confidence, len(s), p / 100.0))  # P(#samples below the true quantile <= k) >= confidence
+        return float(s[min(k, len(s) - 1)])
+
+    def to_metrics(self, suffix: str = "") -> dict[str, float]:
+        a = np.asarray(self.samples_ms)
+        m: dict[str, float] = {}
+        for p in PERCENTILES:
+            m[f"latency_p{p}_ms{suffix}"] = self.percentile(p)
+            m[f"latency_p{p}_ub_ms{suffix}"] = self.upper_bound(p)
+        mean = float(a.mean())
+        m[f"latency_mean_ms{suffix}"] = mean
+        m[f"latency_std_ms{suffix}"] = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+        m[f"latency_cov{suffix}"] = m[f"latency_std_ms{suffix}"] / mean if mean > 0 else float("nan")
+        m[f"throughput_ips{suffix}"] = 1000.0 * self.batch_size / mean if mean > 0 else float("nan")
+        m[f"latency_stable{suffix}"] = float(self.stable)
+        m[f"latency_samples{suffix}"] = float(len(a))
+        return m
+
+
+def _lock_path() -> Path:
+    return Path(os.environ.get("CNNSELECT_LATENCY_LOCK", "/tmp/cnnselect-latency.lock"))
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path | None = None) -> Iterator[None]:
+    """Hold the machine-wide latency lock (blocking) so that two measurements never run at once."""
+    path = lock_path or _lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _stable(samples: list[float], windows: int, within: float) -> bool:
+    if len(samples) < 2 * windows:
+        return False
+    meds = [float(np.median(w)) for w in np.array_split(np.asarray(samples), windows)][-3:]
+    return max(meds) <= (1.0 + within) * min(meds)
+
+
+def measure(
+    run: Callable[[], object],
+    sync: Callable[[], None],
+    batch_size: int,
+    settings: LatencySettings = LatencySettings(),
+    lock_path: Path | None = None,
+) -> LatencyResult:
+    """Time ``run`` (one inference of ``batch_size``), ``sync`` after each call (CUDA-style runners)."""
+    with exclusive(lock_path):
+        for _ in range(settings.warmup):
+            run()
+        sync()
+        samples: list[float] = []
+        start = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            run()
+            sync()
+            samples.append((time.perf_counter() - t0) * 1000.0)
+            elapsed = time.perf_counter() - start
+            if len(samples) >= settings.min_iters and elapsed >= settings.min_seconds:
+                if _stable(samples, settings.windows, settings.stable_within) or elapsed >= settings.max_seconds:
+                    break
+                if len(samples) >= 4 * settings.min_iters and elapsed >= 4 * settings.min_seconds:
+                    break
+    return LatencyResult(batch_size, tuple(samples), _stable(samples, settings.windows, settings.stable_within))

@@ -1,0 +1,76 @@
+"""The ``Runner`` protocol and the hardware/software fingerprint every measurement carries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+
+
+class RunnerUnavailableError(RuntimeError):
+    """The runner's hardware or software is not present here; the message says what is missing."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Load a deployable artifact, predict a batch, synchronize, describe the hardware and software."""
+
+    name: str
+    precision: str
+
+    def availability(self) -> Availability: ...
+
+    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: np.ndarray | None) -> Path:
+        """Turn the FP32 ONNX export into this runner's deployable artifact (identity for FP32 runners)."""
+        ...
+
+    def load(self, artifact: Path) -> Any: ...
+
+    def predict(self, session: Any, x: np.ndarray) -> np.ndarray: ...
+
+    def synchronize(self) -> None: ...
+
+    def fingerprint(self, batch_size: int, image_size: int) -> dict[str, str]: ...
+
+
+def cpu_info() -> dict[str, str]:
+    """CPU model and the ISA flags that decide INT8/FP32 kernel choice."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("unknown", "", "x86_64"):
+                model = value.strip()
+            if key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8") if f in flags]
+    return {"cpu_model": model, "cpu_isa": ",".join(isa) or "none", "cpu_cores": str(os.cpu_count() or 0)}
+
+
+def software_versions() -> dict[str, str]:
+    import onnxruntime
+    import timm
+    import torch
+
+    return {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def fingerprint_id(fp: dict[str, str]) -> str:
+    """A short stable id: measurements are comparable only within one id."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

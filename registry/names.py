@@ -1,0 +1,57 @@
+"""The one place that owns names: experiments, registered models, tags, run names, aliases."""
+
+from __future__ import annotations
+
+import re
+
+from registry.errors import InvalidNameError
+
+EVALUATOR_VERSION = "1"  # bump when a change to the evaluators makes old measurements incomparable
+
+TAG_PREFIX = "cnnselect."
+TAG_VARIANT = "cnnselect.variant"
+TAG_FAMILY = "cnnselect.family"
+TAG_RUNNER = "cnnselect.runner"
+TAG_PRECISION = "cnnselect.precision"
+TAG_DATASET = "cnnselect.dataset"
+TAG_DATASET_DIGEST = "cnnselect.dataset_digest"
+TAG_WEIGHTS_DIGEST = "cnnselect.weights_digest"
+TAG_WEIGHTS_SOURCE = "cnnselect.weights_source"
+TAG_FINGERPRINT = "cnnselect.fingerprint"
+TAG_KEY = "cnnselect.key"  # idempotency key: what was measured, on what, how
+TAG_SWEEP = "cnnselect.sweep"  # the sweep (Airflow run id or CLI invocation) that produced the run
+TAG_STATUS = "cnnselect.status"  # ok | failed
+TAG_STAGE = "cnnselect.stage"  # where a failed evaluation stopped
+TAG_ERROR = "cnnselect.error"
+TAG_EVALUATOR_VERSION = "cnnselect.evaluator_version"
+METRIC_TAG_PREFIX = "cnnselect.metric."  # metrics copied onto model versions: one registry search answers get_best
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Names end up in paths and MLflow filter strings: letters, digits, ``_ . -`` only, no ``..``."""
+    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid {kind} name {name!r}: use 1-100 letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def experiment_name(dataset: str) -> str:
+    return f"cnnselect/{validate_name('dataset', dataset)}"
+
+
+def registered_model_name(dataset: str) -> str:
+    return f"cnnselect-{validate_name('dataset', dataset)}"
+
+
+def run_name(variant: str, runner: str, precision: str) -> str:
+    return f"{variant}/{runner}/{precision}"
+
+
+def metric_tag(metric: str) -> str:
+    return METRIC_TAG_PREFIX + metric

@@ -1,0 +1,150 @@
+"""Pure selection: label every candidate feasible / marginal / infeasible against constraints, and rank.
+
+No MLflow here: the same functions answer ``get_best`` and its brute-force oracle in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from registry.constraints import Constraints
+from registry.errors import NoCandidatesError, NoFeasibleModelError
+
+Label = Literal["feasible", "marginal", "infeasible"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One registered model version with the measurements copied onto it."""
+
+    model_name: str
+    version: str
+    run_id: str
+    variant: str
+    family: str
+    runner: str
+    precision: str
+    fingerprint: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    def metric(self, name: str) -> float:
+        return self.metrics.get(name, math.nan)
+
+
+@dataclass(frozen=True)
+class Check:
+    constraint: str
+    metric: str
+    value: float  # the figure compared (a confidence bound where one exists)
+    point: float  # the point estimate
+    limit: float
+    passed: bool  # the bound meets the limit
+    point_passed: bool  # the point estimate meets the limit
+    margin: float  # relative, positive = room left, negative = short by
+
+    def describe(self) -> str:
+        if not math.isfinite(self.value):
+            return f"{self.constraint}: {self.metric} not measured (or not finite)"
+        verb = "meets" if self.passed else "fails"
+        return f"{self.constraint}: {self.metric}={self.value:.4g} {verb} {self.limit:.4g} (margin {self.margin:+.1%})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    candidate: Candidate
+    label: Label
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def describe(self) -> str:
+        parts = "; ".join(c.describe() for c in (self.failed or self.checks)) or "no budget declared"
+        return f"{self.candidate.variant} v{self.candidate.version} [{self.label}] {parts}"
+
+
+def _check(name: str, metric: str, bound_metric: str | None, c: Candidate, limit: float, upper: bool) -> Check:
+    point = c.metric(metric)
+    value = c.metric(bound_metric) if bound_metric and math.isfinite(c.metric(bound_metric)) else point
+    if not (math.isfinite(value) and math.isfinite(point)):
+        return Check(name, metric, math.nan, point, limit, False, False, -math.inf)
+    if upper:
+        ok, pok, margin = value <= limit, point <= limit, (limit - value) / limit
+    else:
+        ok, pok, margin = value >= limit, point >= limit, (value - limit) / limit if limit else value
+    return Check(name, metric, value, point, limit, ok, pok, margin)
+
+
+def judge(c: Candidate, k: Constraints) -> Verdict:
+    checks: list[Check] = []
+    p = k.latency_percentile
+    if k.max_latency_ms is not None:
+        checks.append(_check("max_latency_ms", f"latency_p{p}_ms", f"latency_p{p}_ub_ms", c, k.max_latency_ms, True))
+    if k.max_params_m is not None:
+        checks.append(_check("max_params_m", "params_m", None, c, k.max_params_m, True))
+    if k.max_size_mb is not None:
+        checks.append(_check("max_size_mb", "size_mb", None, c, k.max_size_mb, True))
+    if k.max_gmacs is not None:
+        checks.append(_check("max_gmacs", "gmacs", None, c, k.max_gmacs, True))
+    if k.min_top1 is not None:
+        checks.append(_check("min_top1", "top1", "top1_ci_low", c, k.min_top1, False))
+    if k.families is not None:
+        ok = c.family in k.families
+        checks.append(Check("families", "family", 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0))
+    parity = c.metric("onnx_parity_ok")
+    checks.append(Check("onnx_parity", "onnx_parity_ok", parity, parity, 1.0, parity == 1.0, parity == 1.0, 0.0))
+    for needed in ("top1", k.latency_metric, "size_mb"):
+        if not math.isfinite(c.metric(needed)) and all(ch.metric != needed for ch in checks):
+            checks.append(Check("measured", needed, math.nan, math.nan, 0.0, False, False, -math.inf))
+    if all(ch.passed for ch in checks):
+        label: Label = "feasible"
+    elif all(ch.point_passed for ch in checks):
+        label = "marginal"
+    else:
+        label = "infeasible"
+    return Verdict(c, label, tuple(checks))
+
+
+def objective_key(v: Verdict, k: Constraints) -> tuple[float, ...]:
+    """Smaller is better. Ties break on the other objectives, then on the variant name and version."""
+    c = v.candidate
+    top1, lat, size = -c.metric("top1"), c.metric(k.latency_metric), c.metric("size_mb")
+    order = {"top1": (top1, lat, size), "latency": (lat, top1, size), "size": (size, top1, lat)}[k.objective]
+    return (*order, 0.0)
+
+
+def rank(verdicts: Iterable[Verdict], k: Constraints) -> list[Verdict]:
+    return sorted(verdicts, key=lambda v: (objective_key(v, k), v.candidate.variant, int(v.candidate.version)))
+
+
+def nearest(verdicts: Iterable[Verdict], n: int = 3) -> list[Verdict]:
+    """The infeasible candidates closest to feasibility: fewest failed checks, then smallest total shortfall."""
+
+    def distance(v: Verdict) -> tuple[int, float]:
+        return len(v.failed), -sum(max(-1e9, c.margin) for c in v.failed)
+
+    return sorted(verdicts, key=distance)[:n]
+
+
+def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, list[Verdict]]:
+    """The best feasible candidate for ``k`` among those measured on its target, and every verdict."""
+    pool = [c for c in candidates if c.runner == k.target]
+    if not pool:
+        raise NoCandidatesError(f"nothing measured on runner {k.target!r} for dataset {k.dataset!r}")
+    verdicts = [judge(c, k) for c in pool]
+    feasible = rank([v for v in verdicts if v.label == "feasible"], k)
+    if not feasible:
+        near = nearest(verdicts)
+        lines = "\n  ".join(v.describe() for v in near)
+        raise NoFeasibleModelError(
+            f"no model on {k.target!r} for {k.dataset!r} satisfies every constraint; nearest:\n  {lines}", near
+        )
+    return feasible[0], verdicts

@@ -1,0 +1,57 @@
+"""Typed settings read from the environment (prefix ``CNNSELECT_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists():  # a source checkout (editable install): keep data beside the code
+        return repo / ".cnnselect"
+    return Path.home() / ".cnnselect"
+
+
+class Settings(BaseSettings):
+    """Where cnnselect keeps its data and which MLflow it talks to.
+
+    ``CNNSELECT_HOME`` holds the datasets, the tensor cache and (by default) the SQLite MLflow store;
+    ``MLFLOW_TRACKING_URI`` (MLflow's own variable) or ``CNNSELECT_TRACKING_URI`` points at another store or server.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CNNSELECT_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    tracking_uri: str | None = None
+    dataset_dir: Path | None = None
+    seed: int = 0
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def is_local_store(self) -> bool:
+        return urlparse(self.resolved_tracking_uri).scheme in ("sqlite", "file", "")
+
+    @property
+    def artifact_root(self) -> Path:
+        """Artifact root for experiments created on a local store (a server chooses its own)."""
+        return self.home / "mlartifacts"
+
+    @property
+    def default_dataset_dir(self) -> Path:
+        return self.dataset_dir or self.home / "datasets" / "digits"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
