@@ -1,0 +1,93 @@
+"""Shared fixtures: real stores and real services, started or found on loopback; never mocks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def service_missing(what: str, why: str) -> None:
+    """Skip loudly on a user's machine; under CI=true a missing service is a failure, never a skip."""
+    msg = f"{what} is not available ({why}); start it or this test cannot run"
+    if IN_CI:
+        pytest.fail(f"CI=true: {msg}")
+    pytest.skip(f"!!! SKIPPED: {msg}")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own CNNSELECT_HOME unless it sets one; nothing touches the user's .cnnselect/."""
+    if "CNNSELECT_HOME" not in os.environ:
+        monkeypatch.setenv("CNNSELECT_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CNNSELECT_LATENCY_LOCK", str(tmp_path_factory.getbasetemp() / "latency.lock"))
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled digits, written once per session."""
+    from evaluators.data import write_digits
+
+    root = tmp_path_factory.mktemp("data") / "digits"
+    write_digits(root)
+    return root
+
+
+def _postgres_uri() -> str:
+    return os.environ.get("CNNSELECT_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_uri() -> str:
+    import sqlalchemy as sa
+
+    uri = _postgres_uri()
+    try:
+        sa.create_engine(uri).connect().close()
+    except Exception as exc:
+        service_missing("PostgreSQL", f"{uri}: {type(exc).__name__}")
+    return uri
+
+
+def fresh_postgres_db(admin_uri: str) -> str:
+    """A new empty database on the running server; returns its URI."""
+    import sqlalchemy as sa
+
+    name = f"cnnselect_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin_uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_uri.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def tracking_uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same suite on SQLite and on PostgreSQL (MLflow's tests/db pattern: one suite, the store URI swapped).
+
+    One fresh store per module (creating MLflow's schema takes seconds); tests keep apart by dataset name.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    else:
+        yield fresh_postgres_db(request.getfixturevalue("postgres_admin_uri"))

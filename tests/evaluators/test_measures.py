@@ -1,0 +1,83 @@
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evaluators.accuracy import accuracy, bootstrap_interval
+from evaluators.latency import LatencySettings, measure
+from evaluators.size import count_flops, count_params
+
+
+def test_accuracy_agrees_with_sklearn() -> None:
+    from sklearn.metrics import top_k_accuracy_score
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, size=500)
+    res = accuracy(logits, labels)
+    assert res.top1 == pytest.approx(top_k_accuracy_score(labels, logits, k=1, labels=range(10)))
+    assert res.top5 == pytest.approx(top_k_accuracy_score(labels, logits, k=5, labels=range(10)))
+    assert res.top1_ci_low <= res.top1 <= res.top1_ci_high
+
+
+def test_nan_logits_never_count_as_correct() -> None:
+    logits = np.full((4, 3), np.nan, dtype=np.float32)
+    assert accuracy(logits, np.array([0, 1, 2, 0])).top1 == 0.0
+
+
+def test_bootstrap_interval_narrows_with_n() -> None:
+    small = bootstrap_interval(np.array([1.0, 0.0] * 25))
+    large = bootstrap_interval(np.array([1.0, 0.0] * 2500))
+    assert (large[1] - large[0]) < (small[1] - small[0]) / 5
+
+
+def test_latency_percentiles_and_bounds() -> None:
+    res = measure(lambda: time.sleep(0.002), lambda: None, 1, LatencySettings(warmup=2, min_iters=40, min_seconds=0.1))
+    m = res.to_metrics()
+    assert len(res.samples_ms) >= 40
+    assert 2.0 <= m["latency_p50_ms"] <= m["latency_p95_ms"] <= m["latency_p99_ms"]
+    assert m["latency_p95_ub_ms"] >= m["latency_p95_ms"]
+    assert m["throughput_ips"] == pytest.approx(1000 / m["latency_mean_ms"])
+
+
+def test_two_measurements_never_overlap(tmp_path: Path) -> None:
+    active, overlaps = [0], [0]
+    lock = threading.Lock()
+
+    def work() -> None:
+        with lock:
+            active[0] += 1
+            overlaps[0] = max(overlaps[0], active[0])
+        time.sleep(0.001)
+        with lock:
+            active[0] -= 1
+
+    s = LatencySettings(warmup=1, min_iters=30, min_seconds=0.05)
+    threads = [threading.Thread(target=measure, args=(work, lambda: None, 1, s, tmp_path / "l.lock")) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps[0] == 1
+
+
+def test_flop_counter_counts_macs_of_a_conv() -> None:
+    conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
+    # reference: each of the 8*32*32 outputs needs 3*3*3 multiply-accumulates
+    assert count_flops(conv, 32) == 2 * 8 * 32 * 32 * 27
+    assert count_params(conv) == 8 * 3 * 3 * 3
+
+
+def test_resnet18_size_matches_published() -> None:
+    from catalog import get_entry
+    from catalog.weights import create_model
+    from evaluators.size import measure_size
+
+    entry = get_entry("resnet18")
+    s = measure_size(create_model(entry, 1000), 224, entry.input_size, 1)
+    assert s.params_m == pytest.approx(entry.published.params_m, rel=0.005)
+    assert s.gmacs == pytest.approx(entry.published.gmacs, rel=0.02)
+    assert s.gflops == pytest.approx(2 * s.gmacs)
