@@ -35,7 +35,7 @@ def get_entry(name: str) -> CatalogEntry:
     same_arch = [e for e in _ENTRIES if e.architecture == name]
     if len(same_arch) == 1:
         return same_arch[0]
-    return _ENTRIES.get(name)  # raises UnknownNameError with suggestions
+    raise UnknownNameError("catalog entry", name, _ENTRIES.names(), {e.architecture: e.name for e in _ENTRIES})
 
 
 def list_entries(

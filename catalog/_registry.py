@@ -13,9 +13,10 @@ T = TypeVar("T")
 class UnknownNameError(KeyError):
     """A name that is not registered; the message lists close matches and the valid names."""
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, valid: Iterable[str], aliases: dict[str, str] | None = None) -> None:
         valid = sorted(valid)
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        lookup = {**{v: v for v in valid}, **(aliases or {})}  # short names (e.g. timm architectures) -> valid name
+        close = list(dict.fromkeys(lookup[c] for c in difflib.get_close_matches(name, list(lookup), n=3, cutoff=0.5)))
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
         self.kind, self.name, self.valid, self.close = kind, name, valid, close

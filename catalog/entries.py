@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 _NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)?$")
 
 
-class Family(str, enum.Enum):
+class Family(enum.StrEnum):
     """CNN families of the selection guide (ViT is the non-CNN reference)."""
 
     RESNET = "resnet"
@@ -25,7 +25,7 @@ class Family(str, enum.Enum):
     TEST = "test"  # timm's tiny test_* architectures, used by unit tests only
 
 
-class Deployment(str, enum.Enum):
+class Deployment(enum.StrEnum):
     """The guide's deployment targets."""
 
     CLOUD = "cloud"

@@ -174,7 +174,7 @@ class FinetuneSource:
     y_train: np.ndarray
     epochs: int = 3
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-2
     seed: int = 0
     init: WeightsSource | None = None
     progress: Callable[[int, float], None] | None = None  # called with (epoch, loss)

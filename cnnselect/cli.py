@@ -42,7 +42,9 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
     from cnnselect import jobs
 
     data = jobs.prepare_data(args.dataset)
-    console.print(f"dataset [bold]{data['name']}[/] at {data['root']}: {data['counts']} images, digest {data['digest'][:12]}")
+    console.print(
+        f"dataset [bold]{data['name']}[/] at {data['root']}: {data['counts']} images, digest {data['digest'][:12]}"
+    )
     models = jobs.plan(args.profile, args.models.split(",") if args.models else None)
     sweep = args.sweep or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     runners = args.runners.split(",")
@@ -57,7 +59,9 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
 
             outs = jobs.evaluate(variant, args.profile, data["root"], runners, sweep, args.weights, progress=progress)
         for o in outs:
-            mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(o["status"], "[red]failed[/]")
+            mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(
+                o["status"], "[red]failed[/]"
+            )
             console.print(f"[{i}/{len(models)}] {variant} on {o['runner']}: {mark} ({time.perf_counter() - t0:.0f}s)")
             if o["status"] == "failed":
                 console.print(f"    [red]{o['error']}[/]")
@@ -92,16 +96,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
             console.print(f"[bold green]{a['variant']}[/] {a['uri']}\n{a['explanation']}")
     s = Settings()
     console.rule("next")
-    console.print(f"main job took {time.perf_counter() - t0:.0f}s; {sum(r['status'] == 'ok' for r in results)} runs logged")
+    console.print(
+        f"main job took {time.perf_counter() - t0:.0f}s; {sum(r['status'] == 'ok' for r in results)} runs logged"
+    )
     console.print(f"MLflow store: {s.resolved_tracking_uri}")
     if s.is_local_store:
-        console.print(f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {s.resolved_tracking_uri} --port 5000")
+        console.print(
+            f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {s.resolved_tracking_uri} --port 5000"
+        )
     return EXIT_OK if any(r["status"] in ("ok", "skipped") for r in results) else EXIT_NOTHING
 
 
 def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("target", "dataset", "max_latency_ms", "latency_percentile", "max_params_m", "max_size_mb", "max_gmacs",
-            "min_top1", "objective")
+    keys = (
+        "target",
+        "dataset",
+        "max_latency_ms",
+        "latency_percentile",
+        "max_params_m",
+        "max_size_mb",
+        "max_gmacs",
+        "min_top1",
+        "objective",
+    )
     k = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.families:
         k["families"] = tuple(args.families.split(","))
@@ -137,17 +154,35 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
     entries = catalog.list_entries(args.pattern, family=args.family)
     if args.json:
-        print(json.dumps([{"name": e.name, "family": e.family.value, "input_size": e.input_size,
-                           "published": e.published.__dict__ if e.published else None,
-                           "deployments": sorted(d.value for d in e.deployments)} for e in entries]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": e.name,
+                        "family": e.family.value,
+                        "input_size": e.input_size,
+                        "published": e.published.__dict__ if e.published else None,
+                        "deployments": sorted(d.value for d in e.deployments),
+                    }
+                    for e in entries
+                ]
+            )
+        )
         return EXIT_OK
     table = Table(title=f"Catalog ({len(entries)} entries)")
     for col in ("name", "family", "px", "params M", "GMACs", "top-1 %", "targets"):
         table.add_column(col)
     for e in entries:
         p = e.published
-        table.add_row(e.name, e.family.value, str(e.input_size), _fmt(p and p.params_m, ".2f"),
-                      _fmt(p and p.gmacs, ".2f"), _fmt(p and p.top1, ".2f"), ",".join(sorted(d.value for d in e.deployments)))
+        table.add_row(
+            e.name,
+            e.family.value,
+            str(e.input_size),
+            _fmt(p and p.params_m, ".2f"),
+            _fmt(p and p.gmacs, ".2f"),
+            _fmt(p and p.top1, ".2f"),
+            ",".join(sorted(d.value for d in e.deployments)),
+        )
     console.print(table)
     return EXIT_OK
 
@@ -163,9 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     def sweep_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--profile", default="demo", choices=list_profiles())
         sp.add_argument("--models", help="comma-separated catalog names (overrides the profile's list)")
-        sp.add_argument("--dataset", help="an ImageFolder root with train/calibration/heldout (default: bundled digits)")
+        sp.add_argument(
+            "--dataset", help="an ImageFolder root with train/calibration/heldout (default: bundled digits)"
+        )
         sp.add_argument("--runners", default="cpu,edge", help=f"comma-separated, of {', '.join(RUNNER_NAMES)}")
-        sp.add_argument("--weights", default="finetune", help="finetune | timm-hub | scratch | file:<path or MLflow URI>")
+        sp.add_argument(
+            "--weights", default="finetune", help="finetune | timm-hub | scratch | file:<path or MLflow URI>"
+        )
         sp.add_argument("--sweep", help="sweep id (default: a new one); reusing one resumes it")
         sp.add_argument("--json", action="store_true")
 
@@ -192,13 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"demo": cmd_demo, "evaluate": cmd_evaluate, "best": cmd_best, "leaderboard": cmd_leaderboard,
-            "catalog": cmd_catalog}
+COMMANDS = {
+    "demo": cmd_demo,
+    "evaluate": cmd_evaluate,
+    "best": cmd_best,
+    "leaderboard": cmd_leaderboard,
+    "catalog": cmd_catalog,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("mlflow", "alembic", "onnxruntime", "torch", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     from pydantic import ValidationError

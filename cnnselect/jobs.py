@@ -13,7 +13,13 @@ log = logging.getLogger(__name__)
 
 # The README's two example constraint sets, answered at the end of the demo.
 EXAMPLES: dict[str, dict[str, Any]] = {
-    "edge-like": {"target": "edge", "max_latency_ms": 2.0, "latency_percentile": 95, "max_params_m": 6.0, "min_top1": 0.8},
+    "edge-like": {
+        "target": "edge",
+        "max_latency_ms": 2.0,
+        "latency_percentile": 95,
+        "max_params_m": 6.0,
+        "min_top1": 0.8,
+    },
     "server-like": {"target": "cpu", "max_latency_ms": 10.0, "latency_percentile": 99, "min_top1": 0.95},
 }
 
@@ -101,7 +107,10 @@ def answer(constraints: dict[str, Any], settings: Settings | None = None) -> dic
         "constraints": k.model_dump(),
         "variant": a.candidate.variant,
         "uri": a.uri,
-        "metrics": {m: a.metrics.get(m) for m in ("top1", "top1_ci_low", k.latency_metric, f"{k.latency_metric[:-3]}_ub_ms", "params_m", "size_mb")},
+        "metrics": {
+            m: a.metrics.get(m)
+            for m in ("top1", "top1_ci_low", k.latency_metric, f"{k.latency_metric[:-3]}_ub_ms", "params_m", "size_mb")
+        },
         "explanation": a.explain(),
     }
 

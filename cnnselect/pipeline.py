@@ -97,7 +97,9 @@ def _weights_source(weights: str, profile: Profile, x: np.ndarray, y: np.ndarray
     from catalog.weights import SOURCES, FileSource, FinetuneSource, ScratchSource, TimmHubSource
 
     if weights == "finetune":
-        return FinetuneSource(x, y, epochs=profile.epochs, seed=seed, progress=lambda e, loss: progress(f"epoch {e} loss {loss:.3f}"))
+        return FinetuneSource(
+            x, y, epochs=profile.epochs, seed=seed, progress=lambda e, loss: progress(f"epoch {e} loss {loss:.3f}")
+        )
     if weights == "timm-hub":
         return TimmHubSource()
     if weights == "scratch":
@@ -207,7 +209,9 @@ def evaluate_model(
                 lambda: measure(lambda: runner.predict(session, x1), runner.synchronize, 1, LatencySettings()),  # noqa: B023
             )
             mem = max(0.0, _rss_mb() - rss0)
-            art_bytes = sum(p.stat().st_size for p in artifact.parent.iterdir() if p.is_file() and p.name.startswith(artifact.stem))
+            art_bytes = sum(
+                p.stat().st_size for p in artifact.parent.iterdir() if p.is_file() and p.name.startswith(artifact.stem)
+            )
             fp = runner.fingerprint(batch_size=1, image_size=profile.image_size)
             metrics = {
                 **acc.to_metrics(),

@@ -1,4 +1,5 @@
-"""
+"""Evaluate the catalog's CNNs on held-out data, log to MLflow, register the artifacts.
+
 ### cnn_evaluation
 
 Pull the catalog's CNN variants, evaluate each on the dataset's held-out split on every runner, log everything to

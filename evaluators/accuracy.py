@@ -36,7 +36,9 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1)
 
 
-def bootstrap_interval(correct: np.ndarray, level: float = 0.95, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    correct: np.ndarray, level: float = 0.95, rounds: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of 0/1 outcomes."""
     if correct.size == 0:
         return float("nan"), float("nan")

@@ -156,7 +156,9 @@ def load_manifest(root: str | Path) -> DatasetManifest:
     return DatasetManifest(raw["name"], root, tuple(raw["classes"]), splits)
 
 
-def write_digits(root: str | Path, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)) -> DatasetManifest:
+def write_digits(
+    root: str | Path, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
+) -> DatasetManifest:
     """Write scikit-learn's bundled digits (1,797 real 8x8 scans) as a stratified, seeded ImageFolder tree.
 
     Idempotent: an existing tree with a manifest is returned as is. Byte-identical scans are kept once, so no image
@@ -193,8 +195,8 @@ def write_digits(root: str | Path, seed: int = 0, fractions: tuple[float, float,
         for split, (lo, hi) in bounds.items():
             out = tmp / split / str(cls)
             out.mkdir(parents=True, exist_ok=True)
-            for i, data in encoded[lo:hi]:
-                (out / f"digit_{i:04d}.png").write_bytes(data)
+            for index, data in encoded[lo:hi]:
+                (out / f"digit_{index:04d}.png").write_bytes(data)
     tmp.rename(root)
     manifest = scan(root, name="digits")
     write_manifest(manifest)
@@ -214,13 +216,19 @@ class Preprocess:
         return _sha256(repr(self).encode())[:16]
 
 
-_INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+_INTERP = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
     """RGB, resized to a square, scaled to [0,1], normalized; CHW float32."""
-    img = img.convert("RGB").resize((pre.image_size, pre.image_size), _INTERP.get(pre.interpolation, Image.Resampling.BICUBIC))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
+    img = img.convert("RGB").resize(
+        (pre.image_size, pre.image_size), _INTERP.get(pre.interpolation, Image.Resampling.BICUBIC)
+    )
+    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
     arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 

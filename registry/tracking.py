@@ -141,7 +141,9 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
         with warnings.catch_warnings():  # MLflow registers two local-path source classes and warns that it picks one
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(ev.dataset.root)
-        dataset = MetaDataset(source=source, name=ev.dataset.name, digest=ev.dataset.heldout_digest[:32])
+        dataset = MetaDataset(  # type: ignore[abstract]
+            source=source, name=ev.dataset.name, digest=ev.dataset.heldout_digest[:32]
+        )
         mlflow.log_input(dataset, context="heldout", tags={"classes": str(len(ev.dataset.classes))})
         for path, local in ev.artifacts.items():
             mlflow.log_artifact(str(local), artifact_path=path)
@@ -161,8 +163,8 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
     if version is not None:
         for k, v in {**tags, names.TAG_STATUS: names.STATUS_OK}.items():
             client.set_model_version_tag(model_name, version, k, v)
-        for k, v in metrics.items():
-            client.set_model_version_tag(model_name, version, names.metric_tag(k), repr(v))
+        for metric, value in metrics.items():
+            client.set_model_version_tag(model_name, version, names.metric_tag(metric), repr(value))
         client.set_model_version_tag(model_name, version, "cnnselect.run_id", run.info.run_id)
     return Logged(run.info.run_id, f"models:/{model_name}/{version}", version)
 
@@ -198,7 +200,12 @@ def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, A
     exp_id = ensure_experiment(settings, dataset)
     runs = client.search_runs([exp_id], filter_string=f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=5000)
     return [
-        {"run_id": r.info.run_id, "status": r.data.tags.get(names.TAG_STATUS), "tags": r.data.tags, "metrics": r.data.metrics}
+        {
+            "run_id": r.info.run_id,
+            "status": r.data.tags.get(names.TAG_STATUS),
+            "tags": r.data.tags,
+            "metrics": r.data.metrics,
+        }
         for r in runs
     ]
 

@@ -28,7 +28,11 @@ def _hashes(root: Path, split: str) -> set[str]:
 def test_splits_are_disjoint_by_content_hash(digits_root: Path) -> None:
     h = {s: _hashes(digits_root, s) for s in SPLITS}
     assert all(h.values())
-    assert not (h["train"] & h["calibration"]) and not (h["train"] & h["heldout"]) and not (h["calibration"] & h["heldout"])
+    assert (
+        not (h["train"] & h["calibration"])
+        and not (h["train"] & h["heldout"])
+        and not (h["calibration"] & h["heldout"])
+    )
 
 
 def test_digits_are_stratified_and_complete(digits_root: Path) -> None:

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from catalog import get_entry
+from catalog import UnknownNameError, get_entry
 from catalog.weights import create_model
 from evaluators.export import ExportError, check_parity, export_onnx
-from catalog import UnknownNameError
 from evaluators.runners import RUNNER_NAMES, get_runner
 
 

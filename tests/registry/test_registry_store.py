@@ -2,7 +2,6 @@
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,10 +31,34 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory):
 def _evaluation(onnx_model, ds_name: str, variant: str, key: str, runner: str = "cpu", **metrics: float) -> Evaluation:
     art, x, y = onnx_model
     ds = DatasetRef(ds_name, "d" * 64, str(art.path.parent), tuple("0123456789"), "h" * 64, 450)
-    base = {"top1": 0.9, "top1_ci_low": 0.87, "latency_p95_ms": 2.0, "latency_p95_ub_ms": 2.2, "params_m": 1.0,
-            "size_mb": 0.5, "gmacs": 0.01, "onnx_parity_ok": 1.0}
-    return Evaluation(variant, "efficientnet", runner, "fp32", ds, key, "sweep-1", {"cpu_model": "x"}, "fp1",
-                      "w" * 64, "scratch", art.path, x[:1], y[:1], {"variant": variant}, {**base, **metrics})
+    base = {
+        "top1": 0.9,
+        "top1_ci_low": 0.87,
+        "latency_p95_ms": 2.0,
+        "latency_p95_ub_ms": 2.2,
+        "params_m": 1.0,
+        "size_mb": 0.5,
+        "gmacs": 0.01,
+        "onnx_parity_ok": 1.0,
+    }
+    return Evaluation(
+        variant,
+        "efficientnet",
+        runner,
+        "fp32",
+        ds,
+        key,
+        "sweep-1",
+        {"cpu_model": "x"},
+        "fp1",
+        "w" * 64,
+        "scratch",
+        art.path,
+        x[:1],
+        y[:1],
+        {"variant": variant},
+        {**base, **metrics},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +80,9 @@ def test_log_register_and_get_best(store: Settings, onnx_model, ds: str) -> None
     reg = Registry(settings=store)
     assert len(reg.candidates(ds)) == 3
 
-    best = reg.get_best(Constraints(dataset=ds, max_latency_ms=5, latency_percentile=95, max_params_m=10, min_top1=0.85))
+    best = reg.get_best(
+        Constraints(dataset=ds, max_latency_ms=5, latency_percentile=95, max_params_m=10, min_top1=0.85)
+    )
     assert best.candidate.variant == "small" and best.uri == f"models:/cnnselect-{ds}/{a.version}"
     assert best.metrics["top1"] == pytest.approx(0.93)
     assert "chosen: small" in best.explain() and "big" in best.explain()
@@ -80,7 +105,9 @@ def test_loaded_artifact_is_the_logged_model(store: Settings, onnx_model, ds: st
 
 
 def test_nan_metric_is_never_stored_as_zero_nor_chosen(store: Settings, onnx_model, ds: str) -> None:
-    log_evaluation(store, _evaluation(onnx_model, ds, "nan_lat", "k4", latency_p95_ms=math.nan, latency_p95_ub_ms=math.nan))
+    log_evaluation(
+        store, _evaluation(onnx_model, ds, "nan_lat", "k4", latency_p95_ms=math.nan, latency_p95_ub_ms=math.nan)
+    )
     reg = Registry(settings=store)
     (c,) = reg.candidates(ds)
     assert "latency_p95_ms" not in c.metrics

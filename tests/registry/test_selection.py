@@ -11,9 +11,19 @@ from registry.selection import Candidate, judge, select
 
 
 def cand(variant: str, version: int = 1, runner: str = "cpu", family: str = "resnet", **metrics: float) -> Candidate:
-    base = {"top1": 0.9, "top1_ci_low": 0.88, "latency_p95_ms": 3.0, "latency_p95_ub_ms": 3.2, "params_m": 5.0,
-            "size_mb": 20.0, "gmacs": 0.5, "onnx_parity_ok": 1.0}
-    return Candidate("cnnselect-digits", str(version), f"run{version}", variant, family, runner, "fp32", "fp", {**base, **metrics})
+    base = {
+        "top1": 0.9,
+        "top1_ci_low": 0.88,
+        "latency_p95_ms": 3.0,
+        "latency_p95_ub_ms": 3.2,
+        "params_m": 5.0,
+        "size_mb": 20.0,
+        "gmacs": 0.5,
+        "onnx_parity_ok": 1.0,
+    }
+    return Candidate(
+        "cnnselect-digits", str(version), f"run{version}", variant, family, runner, "fp32", "fp", {**base, **metrics}
+    )
 
 
 def test_unknown_key_and_runner_and_negative_budget_are_refused() -> None:
@@ -37,8 +47,11 @@ def test_bounds_decide_feasible_marginal_infeasible() -> None:
 
 
 def test_best_by_objective_and_only_on_target() -> None:
-    pool = [cand("slow_acc", 1, top1=0.99, latency_p95_ub_ms=2.9), cand("fast", 2, top1=0.9, latency_p95_ms=1.0,
-            latency_p95_ub_ms=1.1), cand("edge_best", 3, runner="edge", top1=1.0)]
+    pool = [
+        cand("slow_acc", 1, top1=0.99, latency_p95_ub_ms=2.9),
+        cand("fast", 2, top1=0.9, latency_p95_ms=1.0, latency_p95_ub_ms=1.1),
+        cand("edge_best", 3, runner="edge", top1=1.0),
+    ]
     k = Constraints(max_latency_ms=3.0)
     assert select(pool, k)[0].candidate.variant == "slow_acc"
     assert select(pool, k.model_copy(update={"objective": "latency"}))[0].candidate.variant == "fast"
@@ -67,26 +80,46 @@ metric = st.floats(0.01, 100, allow_nan=False)
 
 @settings(max_examples=250, deadline=None)
 @given(
-    pool=st.lists(st.tuples(metric, metric, st.floats(0, 1), metric, st.sampled_from(["resnet", "vgg"])), min_size=1,
-                  max_size=12),
-    lat=st.none() | metric, params=st.none() | metric, top1=st.none() | st.floats(0, 1),
+    pool=st.lists(
+        st.tuples(metric, metric, st.floats(0, 1), metric, st.sampled_from(["resnet", "vgg"])), min_size=1, max_size=12
+    ),
+    lat=st.none() | metric,
+    params=st.none() | metric,
+    top1=st.none() | st.floats(0, 1),
     objective=st.sampled_from(["top1", "latency", "size"]),
 )
 def test_select_agrees_with_brute_force_oracle(pool, lat, params, top1, objective) -> None:
-    cands = [cand(f"m{i}", i + 1, family=f, latency_p95_ms=l0, latency_p95_ub_ms=l0 * 1.1, params_m=p, top1=t,
-                  top1_ci_low=max(0.0, t - 0.02), size_mb=s) for i, (l0, p, t, s, f) in enumerate(pool)]
+    cands = [
+        cand(
+            f"m{i}",
+            i + 1,
+            family=f,
+            latency_p95_ms=l0,
+            latency_p95_ub_ms=l0 * 1.1,
+            params_m=p,
+            top1=t,
+            top1_ci_low=max(0.0, t - 0.02),
+            size_mb=s,
+        )
+        for i, (l0, p, t, s, f) in enumerate(pool)
+    ]
     k = Constraints(max_latency_ms=lat, max_params_m=params, min_top1=top1, objective=objective)
 
     def ok(c: Candidate) -> bool:
         m = c.metrics
-        return ((lat is None or m["latency_p95_ub_ms"] <= lat) and (params is None or m["params_m"] <= params)
-                and (top1 is None or m["top1_ci_low"] >= top1))
+        return (
+            (lat is None or m["latency_p95_ub_ms"] <= lat)
+            and (params is None or m["params_m"] <= params)
+            and (top1 is None or m["top1_ci_low"] >= top1)
+        )
 
     def key(c: Candidate):
         m = c.metrics
-        t = {"top1": (-m["top1"], m["latency_p95_ms"], m["size_mb"]),
-             "latency": (m["latency_p95_ms"], -m["top1"], m["size_mb"]),
-             "size": (m["size_mb"], -m["top1"], m["latency_p95_ms"])}[objective]
+        t = {
+            "top1": (-m["top1"], m["latency_p95_ms"], m["size_mb"]),
+            "latency": (m["latency_p95_ms"], -m["top1"], m["size_mb"]),
+            "size": (m["size_mb"], -m["top1"], m["latency_p95_ms"]),
+        }[objective]
         return (*t, c.variant, int(c.version))
 
     feasible = sorted(filter(ok, cands), key=key)

@@ -1,0 +1,101 @@
+"""The installed ``cnnselect`` command, run as a user would: exit codes and --json output a script can rely on."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CLI = str(Path(sys.executable).parent / "cnnselect")
+
+
+def run(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNSELECT_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run([CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_catalog_list_json(tmp_path: Path) -> None:
+    out = run("catalog", "list", "--json", home=tmp_path)
+    assert out.returncode == 0
+    rows = json.loads(out.stdout)
+    assert {r["family"] for r in rows} >= {"resnet", "efficientnet", "efficientnet_lite", "mobilenetv3", "vit"}
+
+
+@pytest.mark.slow
+def test_evaluate_survives_a_bad_model_then_answers(tmp_path: Path) -> None:
+    out = run(
+        "evaluate",
+        "--profile",
+        "smoke",
+        "--models",
+        "test_resnet.r160_in1k,resnet81",
+        "--runners",
+        "cpu",
+        "--json",
+        home=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {r["variant"]: r for r in json.loads(out.stdout.strip().splitlines()[-1])["results"]}
+    assert results["test_resnet.r160_in1k"]["status"] == "ok"
+    assert results["resnet81"]["status"] == "failed" and results["resnet81"]["stage"] == "resolve"
+    assert "Did you mean 'resnet18" in results["resnet81"]["error"]
+
+    best = run("best", "--target", "cpu", "--max-latency-ms", "1000", "--json", home=tmp_path)
+    assert best.returncode == 0, best.stdout + best.stderr
+    assert json.loads(best.stdout)["variant"] == "test_resnet.r160_in1k"
+
+    none = run("best", "--max-params-m", "0.0001", "--json", home=tmp_path)
+    assert none.returncode == 3
+    assert json.loads(none.stdout)["error"] == "NoFeasibleModelError" and "max_params_m" in none.stdout
+
+    board = run("leaderboard", "--json", home=tmp_path)
+    assert [r["variant"] for r in json.loads(board.stdout)] == ["test_resnet.r160_in1k"]
+
+
+def test_bad_constraints_exit_2_and_list_valid_runners(tmp_path: Path) -> None:
+    out = run("best", "--target", "tpu", home=tmp_path)
+    assert out.returncode == 2 and "known runners: cpu, edge" in out.stdout
+
+
+def test_nothing_evaluated_exits_1(tmp_path: Path) -> None:
+    out = run("evaluate", "--profile", "smoke", "--models", "nope_net", "--runners", "cpu", home=tmp_path)
+    assert out.returncode == 1
+    assert "unknown catalog entry 'nope_net'" in out.stdout
+
+
+def test_dataset_without_classes_names_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "data" / "heldout").mkdir(parents=True)
+    out = run("evaluate", "--dataset", str(tmp_path / "data"), "--profile", "smoke", home=tmp_path)
+    assert out.returncode == 2 and "heldout has no class folders" in out.stdout.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_user_imagefolder_with_a_broken_image(tmp_path: Path, digits_root: Path) -> None:
+    data = tmp_path / "pets"
+    for split in ("train", "calibration", "heldout"):
+        for cls, name in (("1", "cat"), ("7", "dog")):
+            shutil.copytree(digits_root / split / cls, data / split / name)
+    (data / "heldout" / "cat" / "corrupt.png").write_bytes(b"not an image")
+    out = run(
+        "evaluate",
+        "--dataset",
+        str(data),
+        "--profile",
+        "smoke",
+        "--models",
+        "test_efficientnet.r160_in1k",
+        "--runners",
+        "cpu,edge",
+        "--json",
+        home=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    assert payload["dataset"]["classes"] == 2
+    assert "heldout/cat/corrupt.png" in payload["dataset"]["skipped"]["heldout"]
+    assert [r["status"] for r in payload["results"]] == ["ok", "ok"]

@@ -1,0 +1,63 @@
+"""The evaluation DAG for real: dag.test() on the reduced setting against a fresh MLflow store."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _load_dag():
+    spec = importlib.util.spec_from_file_location("cnn_evaluation_dagfile", REPO / "dags" / "cnn_evaluation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.dag
+
+
+def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from registry.client import Registry
+    from registry.constraints import Constraints
+    from registry.settings import Settings
+
+    monkeypatch.setenv("CNNSELECT_HOME", str(tmp_path / "home"))
+    dag = _load_dag()
+    conf = {"profile": "smoke", "models": ["test_efficientnet.r160_in1k", "no_such_model"], "runners": ["cpu", "edge"]}
+    run = dag.test(run_conf=conf)
+    assert run.state == "success"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("evaluate", 0)] == "success" and states[("evaluate", 1)] == "failed"
+    assert states[("summarize", -1)] == "success"
+
+    settings = Settings()
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    exp = client.get_experiment_by_name("cnnselect/digits")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`cnnselect.sweep` = '{run.run_id}'")
+    ok = [r for r in runs if r.data.tags["cnnselect.status"] == "ok"]
+    failed = [r for r in runs if r.data.tags["cnnselect.status"] == "failed"]
+    assert {(r.data.tags["cnnselect.variant"], r.data.tags["cnnselect.runner"]) for r in ok} == {
+        ("test_efficientnet.r160_in1k", "cpu"),
+        ("test_efficientnet.r160_in1k", "edge"),
+    }
+    assert {r.data.tags["cnnselect.variant"] for r in failed} == {"no_such_model"}
+    assert "unknown catalog entry 'no_such_model'" in failed[0].data.tags["cnnselect.error"]
+    for r in ok:  # the dataset is logged as an input with its digest; metrics are real and in range
+        assert r.inputs.dataset_inputs[0].dataset.name == "digits"
+        assert 0.0 <= r.data.metrics["top1"] <= 1.0 and r.data.metrics["latency_p95_ms"] > 0
+    versions = client.search_model_versions("name = 'cnnselect-digits'")
+    assert len(versions) == 2
+
+    answer = Registry(settings=settings).get_best(Constraints(target="edge"))
+    assert answer.candidate.variant == "test_efficientnet.r160_in1k" and answer.uri.startswith(
+        "models:/cnnselect-digits/"
+    )
+
+    # a rerun with nothing new measures nothing and registers nothing
+    rerun = dag.test(run_conf={**conf, "models": ["test_efficientnet.r160_in1k"]})
+    assert rerun.state == "success"
+    assert len(client.search_model_versions("name = 'cnnselect-digits'")) == 2
+    assert client.search_runs([exp.experiment_id], filter_string=f"tags.`cnnselect.sweep` = '{rerun.run_id}'") == []

@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+HEAVY = ("torch", "timm", "mlflow", "onnxruntime", "onnx", "great_expectations", "sklearn", "cnnselect")
+
+PARSE = """
+import json, sys, time, importlib.util
+import airflow.sdk  # the SDK itself is not the DAG file's cost
+before = set(sys.modules)
+t = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dagfile", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+print(json.dumps({"seconds": time.perf_counter() - t, "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert "cnn_evaluation" in dagbag.dag_ids
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_parses_fast_without_heavy_imports(path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", PARSE, str(path)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in got["new"] if m.split(".")[0] in HEAVY]
+    assert heavy == []
+    assert got["seconds"] < 1.0
+
+
+def test_every_task_has_retries_timeout_and_queue(dagbag) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and dag.tags and dag.catchup is False, dag.dag_id
+        for t in dag.tasks:
+            assert t.retries >= 1, (dag.dag_id, t.task_id)
+            assert t.execution_timeout is not None, (dag.dag_id, t.task_id)
+            assert t.queue in ("default", "edge", "gpu"), (dag.dag_id, t.task_id, t.queue)
+
+
+def test_evaluation_is_mapped_per_model(dagbag) -> None:
+    dag = dagbag.dags["cnn_evaluation"]
+    evaluate = dag.get_task("evaluate")
+    assert evaluate.map_index_template == "{{ variant_label }}"
+    assert [o.uri.rstrip("/") for o in dag.get_task("summarize").outlets] == ["cnnselect://evaluations"]
