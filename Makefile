@@ -29,6 +29,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy
 
+# The embedded Airflow: SQLite metadata DB, LocalExecutor, no login (local only), the DAGs of this checkout.
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.cnnselect/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=true
+airflow: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate
+	$(AIRFLOW_ENV) $(BIN)/airflow pools set cnnselect-cpu-host 1 "cnnselect: one heavy task at a time on the CPU host"
+	$(AIRFLOW_ENV) $(BIN)/airflow pools set cnnselect-gpu-host 1 "cnnselect: one measurement at a time on the GPU host"
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
 ui-mlflow: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.cnnselect/mlflow.db --port 5000
 

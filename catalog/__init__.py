@@ -21,6 +21,7 @@ __all__ = [
     "get_profile",
     "list_entries",
     "list_profiles",
+    "new_pretrained_tags",
 ]
 
 _ENTRIES: Registry[CatalogEntry] = Registry("catalog entry")
@@ -35,7 +36,33 @@ def get_entry(name: str) -> CatalogEntry:
     same_arch = [e for e in _ENTRIES if e.architecture == name]
     if len(same_arch) == 1:
         return same_arch[0]
+    derived = _derived_entry(name)
+    if derived is not None:
+        return derived
     raise UnknownNameError("catalog entry", name, _ENTRIES.names(), {e.architecture: e.name for e in _ENTRIES})
+
+
+def _derived_entry(name: str) -> CatalogEntry | None:
+    """``arch.tag`` for a catalogued architecture and a pretrained tag the installed timm knows (a new tag)."""
+    arch, _, tag = name.partition(".")
+    base = next((e for e in _ENTRIES if e.architecture == arch), None)
+    if base is None or not tag:
+        return None
+    import timm  # only for names outside the catalog
+
+    if name not in timm.list_pretrained(f"{arch}.*"):
+        return None
+    cfg = timm.get_pretrained_cfg(name)
+    size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else base.input_size
+    return CatalogEntry(name, base.family, size, None, base.deployments, f"{base.description} (timm tag {tag})")
+
+
+def new_pretrained_tags(architectures: set[str]) -> list[str]:
+    """Pretrained tags the installed timm has for these architectures that the catalog does not list yet."""
+    import timm
+
+    known = set(_ENTRIES.names())
+    return [n for a in sorted(architectures) for n in timm.list_pretrained(f"{a}.*") if n not in known]
 
 
 def list_entries(

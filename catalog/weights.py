@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,12 +141,86 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+@dataclass(frozen=True)
+class LoadLimits:
+    """Limits of the child process that parses a checkpoint from outside: wall time and address space."""
+
+    timeout_s: float = float(os.environ.get("CNNSELECT_LOAD_TIMEOUT_S", "300"))
+    memory_mb: int = int(os.environ.get("CNNSELECT_LOAD_MEMORY_MB", "0"))  # 0: 4 GiB (torch's own) + 4x the file
+
+    def address_space(self, file_bytes: int) -> int:
+        if self.memory_mb > 0:
+            return self.memory_mb * 1024 * 1024
+        return 4 * 1024**3 + 4 * file_bytes
+
+
+_SECRET_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|_KEY$|^AWS_|^AZURE_|^GOOGLE_|^AIRFLOW_CONN_", re.IGNORECASE)
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment without secrets; ``PYTHONPATH`` so the child imports this package."""
+    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _convert_main() -> None:
+    """Child process: parse the checkpoint (safetensors, or ``torch.load(weights_only=True)``), write safetensors."""
+    from safetensors.torch import save_file
+
+    src, dst = sys.argv[1], sys.argv[2]
+    state = read_state_dict(src)
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, dst)
+
+
+def read_state_dict_isolated(path: str | Path, limits: LoadLimits | None = None) -> dict[str, torch.Tensor]:
+    """Parse an outside checkpoint in a child process with time and memory limits; only safetensors come back.
+
+    The parent never unpickles anything: the child converts the checkpoint to safetensors, which the parent reads.
+    """
+    import resource
+
+    limits = limits or LoadLimits()
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    cap = limits.address_space(path.stat().st_size)
+
+    def confine() -> None:  # runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    with tempfile.TemporaryDirectory(prefix="cnnselect-load-") as tmp:
+        out = Path(tmp) / "weights.safetensors"
+        cmd = [sys.executable, "-c", "from catalog.weights import _convert_main; _convert_main()", str(path), str(out)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=limits.timeout_s, preexec_fn=confine, env=_child_env()
+            )
+        except subprocess.TimeoutExpired:
+            raise WeightsError(
+                f"refusing {path}: loading took longer than {limits.timeout_s:g} s (CNNSELECT_LOAD_TIMEOUT_S)"
+            ) from None
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            memory = any(t in proc.stderr for t in ("MemoryError", "cannot allocate", "failed to map")) or (
+                proc.returncode == -9
+            )
+            hint = f" (memory limit {cap / 2**20:.0f} MiB, CNNSELECT_LOAD_MEMORY_MB)" if memory else ""
+            raise WeightsError(f"refusing to load {path}{hint}: {tail[0][:500]}")
+        from safetensors.torch import load_file
+
+        return load_file(str(out))
+
+
 @dataclass
 class FileSource:
-    """A local checkpoint, or an MLflow artifact URI that is downloaded first."""
+    """A local checkpoint, or an MLflow artifact URI that is downloaded first; ``.pt``/``.pth`` parsed in a child."""
 
     uri: str
     name: str = "file"
+    limits: LoadLimits = field(default_factory=LoadLimits)
 
     def local_path(self) -> Path:
         if self.uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
@@ -157,7 +236,8 @@ class FileSource:
             if not found:
                 raise WeightsError(f"no .safetensors/.pt checkpoint under {path}")
             path = found[0]
-        state = read_state_dict(path)
+        # safetensors cannot run code and is read here; pickle-based checkpoints are parsed in a confined child
+        state = read_state_dict(path) if path.suffix == ".safetensors" else read_state_dict_isolated(path, self.limits)
         model = create_model(entry, num_classes)
         try:
             model.load_state_dict(state)

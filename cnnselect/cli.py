@@ -1,4 +1,9 @@
-"""``cnnselect``: the command line. Exit codes: 0 ok, 1 nothing could be evaluated, 2 bad usage, 3 no feasible model."""
+"""``cnnselect``: the command line.
+
+Exit codes: 0 ok, 1 nothing evaluated or nothing to show, 2 bad usage (the message lists what is valid), 3 no feasible
+model, 4 the MLflow store could not be reached or refused the request, 130 interrupted. With ``--json`` stdout holds
+exactly one JSON document (errors too: ``{"error": <type>, "message": ...}``); progress and logs go to stderr.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INFEASIBLE = 0, 1, 2, 3
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 console = Console(stderr=False)
+err_console = Console(stderr=True)
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -39,33 +45,35 @@ def _print_leaderboard(rows: list[dict[str, Any]]) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from catalog import get_profile
     from cnnselect import jobs
+    from cnnselect.progress import SweepProgress
 
+    out = err_console if getattr(args, "json", False) else console  # --json: stdout is for the JSON document only
     data = jobs.prepare_data(args.dataset)
-    console.print(
+    out.print(
         f"dataset [bold]{data['name']}[/] at {data['root']}: {data['counts']} images, digest {data['digest'][:12]}"
     )
     models = jobs.plan(args.profile, args.models.split(",") if args.models else None)
     sweep = args.sweep or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     runners = args.runners.split(",")
-    console.print(f"sweep {sweep}: {len(models)} models x runners {runners}")
+    out.print(f"sweep {sweep}: {len(models)} models x runners {runners}")
     results: list[dict[str, Any]] = []
-    for i, variant in enumerate(models, 1):
-        t0 = time.perf_counter()
-        with console.status(f"[{i}/{len(models)}] {variant}") as status:
-
-            def progress(msg: str, status: Any = status, variant: str = variant, i: int = i) -> None:
-                status.update(f"[{i}/{len(models)}] {variant}: {msg}")
-
+    epochs = get_profile(args.profile).epochs if args.weights == "finetune" else 0
+    with SweepProgress(err_console, len(models), len(runners), epochs) as bars:
+        for i, variant in enumerate(models, 1):
+            t0 = time.perf_counter()
+            progress = bars.model(i, len(models), variant)
             outs = jobs.evaluate(variant, args.profile, data["root"], runners, sweep, args.weights, progress=progress)
-        for o in outs:
-            mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(
-                o["status"], "[red]failed[/]"
-            )
-            console.print(f"[{i}/{len(models)}] {variant} on {o['runner']}: {mark} ({time.perf_counter() - t0:.0f}s)")
-            if o["status"] == "failed":
-                console.print(f"    [red]{o['error']}[/]")
-        results.extend(outs)
+            bars.done()
+            for o in outs:
+                mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(
+                    o["status"], "[red]failed[/]"
+                )
+                out.print(f"[{i}/{len(models)}] {variant} on {o['runner']}: {mark} ({time.perf_counter() - t0:.0f}s)")
+                if o["status"] == "failed":
+                    out.print(f"    [red]{o['error']}[/]")
+            results.extend(outs)
     return data, results
 
 
@@ -128,7 +136,16 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_best(args: argparse.Namespace) -> int:
     from cnnselect import jobs
 
-    a = jobs.answer(_constraints_from(args))
+    if args.team:
+        from registry.teams import load_team
+
+        inline = _constraints_from(args)
+        if inline:
+            raise ValueError(f"--team {args.team} takes its constraints from the team file; drop {sorted(inline)}")
+        constraints = load_team(args.team, args.teams_dir).constraints.model_dump(exclude_none=True)
+    else:
+        constraints = _constraints_from(args)
+    a = jobs.answer(constraints)
     if args.json:
         print(json.dumps(a, default=str))
     elif "error" in a:
@@ -142,11 +159,69 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from cnnselect import jobs
 
     rows = jobs.leaderboard(args.dataset)
+    if not rows:
+        known = _measured_datasets()
+        msg = f"nothing measured for dataset {args.dataset!r}; datasets with measurements: {', '.join(known) or '-'}"
+        if args.json:
+            print(json.dumps({"error": "NothingMeasured", "message": msg, "datasets": known}))
+        else:
+            console.print(f"[yellow]{msg}[/]")
+        return EXIT_NOTHING
     if args.json:
         print(json.dumps(rows))
     else:
         _print_leaderboard(rows)
     return EXIT_OK
+
+
+def _measured_datasets() -> list[str]:
+    from mlflow import MlflowClient
+
+    from registry.settings import Settings
+
+    client = MlflowClient(Settings().resolved_tracking_uri)
+    found = client.search_experiments(filter_string="name LIKE 'cnnselect/%'")
+    return sorted(e.name.split("/", 1)[1] for e in found if e.name.count("/") == 1 and "promotions" not in e.name)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Teams from ``--teams DIR`` (default: the packaged teams), one HTML page, pictures logged to MLflow."""
+    from pathlib import Path
+
+    from cnnselect import report
+    from registry.client import Registry
+    from registry.errors import RegistryError
+    from registry.settings import Settings
+    from registry.teams import list_teams, load_team
+
+    out = err_console if args.json else console
+    teams = [load_team(t, args.teams) for t in args.team] if args.team else list_teams(args.teams)
+    settings = Settings()
+    reg = Registry(settings=settings, teams_dir=args.teams)
+    promoted: dict[str, str | None] = {}
+    for t in teams:
+        try:
+            promoted[t.name] = reg.get_champion(t.name).uri
+        except RegistryError:
+            promoted[t.name] = None
+    with err_console.status("judging teams and drawing the pictures"):
+        rep = report.build(reg, [(t.name, t.constraints) for t in teams], Path(args.out), args.dataset or (), promoted)
+    runs = {} if args.no_mlflow else report.log_to_mlflow(settings, rep)
+    if args.json:
+        print(json.dumps({**rep.to_dict(), "mlflow_runs": runs}, default=str))
+    else:
+        table = Table(title=f"Report: {rep.html}")
+        for col in ("team", "target", "champion", "feasible", "rejected", "promoted"):
+            table.add_column(col)
+        for s in rep.teams:
+            champ = f"{s.champion.candidate.variant} {s.champion.candidate.uri}" if s.champion else "[red]none[/]"
+            table.add_row(s.name, s.constraints.target, champ, str(len(s.feasible)), str(len(s.rejected)),
+                          s.promoted or "-")  # fmt: skip
+        out.print(table)
+        for dataset, run_id in runs.items():
+            out.print(f"logged to MLflow: experiment {report.reports_experiment_name(dataset)}, run {run_id}")
+        out.print(f"open file://{rep.html.resolve()}")
+    return EXIT_OK if rep.views else EXIT_NOTHING  # a team without a champion is in the page, not a failure
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -187,8 +262,35 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from registry.client import Registry
+    from registry.promotion import promote
+    from registry.teams import list_teams
+
+    reg = Registry(teams_dir=args.teams_dir)
+    teams = args.team or [t.name for t in list_teams(args.teams_dir)]
+    decisions = [promote(t, reg, sweep="cli").as_dict() for t in teams]
+    if args.json:
+        print(json.dumps(decisions, default=str))
+    for d in [] if args.json else decisions:
+        console.print(f"[bold]{d['team']}[/]: {d['action']} v{d['champion'] or '-'} ({d['reason']})", highlight=False)
+    return EXIT_OK
+
+
+def cmd_teams(args: argparse.Namespace) -> int:
+    from registry.teams import list_teams
+
+    teams = list_teams(args.teams_dir)  # raises InvalidTeamError naming the file, the key and what is valid
+    if args.json:
+        print(json.dumps([t.model_dump(mode="json") for t in teams]))
+    else:
+        for t in teams:
+            console.print(f"[green]ok[/] {t.name}: {t.description}", highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from catalog import list_profiles
+    from catalog import Family, list_profiles
     from evaluators.runners import RUNNER_NAMES
 
     p = argparse.ArgumentParser(prog="cnnselect", description=__doc__)
@@ -210,9 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep_args(sub.add_parser("demo", help="the main job on the embedded default, then two get_best answers"))
     sweep_args(sub.add_parser("evaluate", help="evaluate a profile on a dataset and log to MLflow"))
-    b = sub.add_parser("best", help="registry.get_best for inline constraints")
-    b.add_argument("--target", default="cpu")
-    b.add_argument("--dataset", default="digits")
+    b = sub.add_parser("best", help="registry.get_best for a team (--team) or inline constraints")
+    b.add_argument("--team", help="a team's name: its file's constraints (see `cnnselect teams validate`)")
+    b.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
+    b.add_argument("--target", help=f"runner, of {', '.join(RUNNER_NAMES)} (default cpu)")
+    b.add_argument("--dataset", help="default digits")
     for flag in ("max-latency-ms", "max-params-m", "max-size-mb", "max-gmacs", "min-top1"):
         b.add_argument(f"--{flag}", type=float)
     b.add_argument("--latency-percentile", type=int, choices=(50, 90, 95, 99))
@@ -222,11 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="every measured model of a dataset")
     lb.add_argument("--dataset", default="digits")
     lb.add_argument("--json", action="store_true")
+    rp = sub.add_parser("report", help="one static HTML page per team: champion, feasible set, frontier, rejections")
+    rp.add_argument("--teams", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
+    rp.add_argument("--team", action="append", help="only this team (repeatable; default: every team)")
+    rp.add_argument("--dataset", action="append", help="also draw this dataset without a team (repeatable)")
+    rp.add_argument("--out", default="cnnselect-report", help="output folder (index.html and PNGs)")
+    rp.add_argument("--no-mlflow", action="store_true", help="do not log the pictures or team tags to MLflow")
+    rp.add_argument("--json", action="store_true")
+    pr = sub.add_parser("promote", help="move each team's alias to its winner (anti-flapping, recorded in MLflow)")
+    pr.add_argument("team", nargs="*", help="team names (default: every team file)")
+    pr.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
+    pr.add_argument("--json", action="store_true")
+    tm = sub.add_parser("teams", help="team files")
+    tm_sub = tm.add_subparsers(dest="teams_command", required=True)
+    tv = tm_sub.add_parser("validate", help="validate every team file; errors say what would have been valid")
+    tv.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
+    tv.add_argument("--json", action="store_true")
     cat = sub.add_parser("catalog", help="the catalog")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
     cl = cat_sub.add_parser("list")
     cl.add_argument("pattern", nargs="?", default="*")
-    cl.add_argument("--family")
+    cl.add_argument("--family", choices=[f.value for f in Family])
     cl.add_argument("--json", action="store_true")
     return p
 
@@ -237,6 +357,9 @@ COMMANDS = {
     "best": cmd_best,
     "leaderboard": cmd_leaderboard,
     "catalog": cmd_catalog,
+    "report": cmd_report,
+    "promote": cmd_promote,
+    "teams": cmd_teams,
 }
 
 
@@ -250,13 +373,44 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from catalog import UnknownNameError
-    from registry.errors import InvalidNameError
+    from registry.errors import InvalidNameError, NoCandidatesError, NoFeasibleModelError, RegistryError
 
+    usage = (ValidationError, UnknownNameError, InvalidNameError, ValueError, KeyError, RegistryError)
     try:
         return COMMANDS[args.command](args)
-    except (ValidationError, UnknownNameError, InvalidNameError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return _fail(args, "Interrupted", "interrupted", EXIT_INTERRUPTED)
+    except (NoCandidatesError, NoFeasibleModelError) as exc:
+        return _fail(args, type(exc).__name__, str(exc), EXIT_INFEASIBLE)
+    except usage as exc:
+        return _fail(args, type(exc).__name__, str(exc).strip('"'), EXIT_USAGE)
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        uri = _tracking_uri()
+        return _fail(args, type(exc).__name__, f"MLflow store {uri} failed: {exc}", EXIT_STORE)
+
+
+def _fail(args: argparse.Namespace, error: str, message: str, code: int) -> int:
+    """One error, worded for people or (``--json``) as the only JSON document on stdout."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": error, "message": message, "exit_code": code}))
+    else:
+        console.print(f"[red]error:[/] {message}", highlight=False)
+    return code
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, MlflowException | SQLAlchemyError | ConnectionError | TimeoutError)
+
+
+def _tracking_uri() -> str:
+    from registry.settings import Settings
+
+    return Settings().resolved_tracking_uri
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,65 @@ def idempotency_key(variant: str, runner: str, profile: Profile, weights: str, d
         "evaluator": names.EVALUATOR_VERSION,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def weights_cache_path(
+    settings: Settings, variant: str, profile: Profile, weights: str, dataset_digest: str
+) -> Path | None:
+    """Where fine-tuned weights are kept, keyed on everything that determines them; None for cheap sources."""
+    if weights != "finetune":
+        return None
+    key = idempotency_key(variant, "-", profile, weights, dataset_digest, settings.seed)
+    return settings.cache_dir / "weights" / f"{validate_variant(variant)}-{key}.safetensors"
+
+
+def validate_variant(variant: str) -> str:
+    return names.validate_name("model", variant)
+
+
+def save_weights(model: Any, path: Path) -> None:
+    """Atomically write a state dict as safetensors (never a pickle)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+
+
+def pull_weights(
+    variant: str,
+    profile: Profile,
+    dataset_root: str | Path,
+    weights: str = "finetune",
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Pull (fine-tune) a variant once and cache its weights, so each runner's measurement reuses them.
+
+    Idempotent: a cache hit returns at once. Cheap sources (hub, file) are left to the measuring task.
+    """
+    from catalog.weights import weights_digest
+
+    settings = settings or Settings()
+    say = progress or (lambda msg: log.info("%s: %s", variant, msg))
+    manifest = load_manifest(dataset_root)
+    cache = weights_cache_path(settings, variant, profile, weights, manifest.digest)
+    if cache is None or cache.exists():
+        return {"variant": variant, "weights": weights, "cached": str(cache) if cache else None, "trained": False}
+    entry = get_entry(variant)
+    pre = preprocess_for(entry, profile.image_size)
+    x_train, y_train = load_split(manifest, "train", pre, settings.cache_dir)
+    source = _weights_source(weights, profile, x_train, y_train, settings.seed, say)
+    pulled = source.pull(entry, len(manifest.classes))
+    save_weights(pulled.model, cache)
+    return {
+        "variant": variant,
+        "weights": weights,
+        "cached": str(cache),
+        "trained": True,
+        "weights_digest": weights_digest(pulled.model),
+    }
 
 
 def preprocess_for(entry: CatalogEntry, image_size: int) -> Preprocess:
@@ -124,28 +186,37 @@ def evaluate_model(
     weights: str = "finetune",
     settings: Settings | None = None,
     progress: Progress | None = None,
+    latency: Any = None,
 ) -> list[Outcome]:
-    """Evaluate one variant on each runner; returns one outcome per runner (never raises for a model's fault)."""
-    from evaluators.accuracy import accuracy, predict_all
+    """Evaluate one variant on each runner; returns one outcome per runner (never raises for a model's fault).
+
+    ``latency`` is an ``evaluators.latency.LatencySettings`` (default: its defaults, batch 1 and batch 8).
+    """
+    from evaluators.accuracy import accuracy, predict_all, write_accuracy_artifacts
     from evaluators.export import check_parity, export_onnx
-    from evaluators.latency import LatencySettings, measure
-    from evaluators.runners import fingerprint_id, get_runner
+    from evaluators.gates import GateError, gate_evaluation
+    from evaluators.latency import LatencySettings, measure_batches
+    from evaluators.runners import TORCH_RUNNERS, PeakMemory, artifact_files, fingerprint_id, get_runner
+    from evaluators.runners.torch_cpu import save_torch_artifact
     from evaluators.size import measure_size
-    from registry.tracking import Evaluation, find_finished, log_evaluation, log_failure
+    from registry.retry import scrub
+    from registry.tracking import Evaluation, filter_literal, find_finished, log_evaluation, log_failure
 
     settings = settings or Settings()
     say = progress or (lambda msg: log.info("%s: %s", variant, msg))
-    if "'" in sweep:
-        raise ValueError(f"sweep id {sweep!r} may not contain quotes")
+    validate_variant(variant)  # the name reaches paths and MLflow tags: refuse '../x' and the like up front
+    filter_literal("sweep id", sweep)  # the sweep id reaches MLflow filter strings: no quotes or control characters
     manifest = load_manifest(dataset_root)
     ds = dataset_ref(manifest)
     keys = {r: idempotency_key(variant, r, profile, weights, ds.digest, settings.seed) for r in runners}
 
     def fail(runner: str, err: StageError | Exception, stage: str | None = None) -> Outcome:
         st = err.stage if isinstance(err, StageError) else (stage or "setup")
-        msg = f"{variant} on {runner} failed at {st}: {err}"
+        msg = scrub(f"{variant} on {runner} failed at {st}: {err}", settings.resolved_tracking_uri)  # no secrets
         log.error(msg)
-        run_id = log_failure(settings, ds.name, variant, runner, st, msg, keys[runner], sweep)
+        cause = err.cause if isinstance(err, StageError) else err
+        gate = {f"gates/{cause.result.suite}.json": cause.result.to_json()} if isinstance(cause, GateError) else None
+        run_id = log_failure(settings, ds.name, variant, runner, st, msg, keys[runner], sweep, artifacts=gate)
         return Outcome(variant, runner, "failed", run_id=run_id, stage=st, error=msg)
 
     outcomes: dict[str, Outcome] = {}
@@ -158,7 +229,7 @@ def evaluate_model(
         say("already measured, skipped")
         return [outcomes[r] for r in runners]
 
-    work = settings.work_dir / sweep.replace(":", "_").replace("+", "_") / variant
+    work = settings.work_dir / re.sub(r"[^A-Za-z0-9_-]", "_", sweep) / variant  # no '..' or '/' from a sweep id
     try:
         entry = _stage("resolve", lambda: get_entry(variant))
         pre = preprocess_for(entry, profile.image_size)
@@ -171,12 +242,24 @@ def evaluate_model(
         )
         say(f"pull ({weights})")
         t0 = time.perf_counter()
-        source = _weights_source(weights, profile, x_train, y_train, settings.seed, say)
+        cache = weights_cache_path(settings, variant, profile, weights, ds.digest)
+        if cache is not None and cache.exists():  # pulled before (the DAG's pull task, or an earlier sweep)
+            from catalog.weights import FileSource
+
+            source = FileSource(str(cache))
+        else:
+            source = _weights_source(weights, profile, x_train, y_train, settings.seed, say)
         pulled = _stage("pull", lambda: source.pull(entry, len(manifest.classes)))
+        if cache is not None and not cache.exists():
+            save_weights(pulled.model, cache)
         pull_s = time.perf_counter() - t0
         say("export ONNX")
         t0 = time.perf_counter()
         fp32 = _stage("export", lambda: export_onnx(pulled.model, x_held, work / "fp32"))
+        if any(r in TORCH_RUNNERS for r in todo):  # the torch runners deploy the weights, not the graph
+            _stage(
+                "export", lambda: save_torch_artifact(pulled.model, entry.name, len(manifest.classes), fp32.path.parent)
+            )
         export_s = time.perf_counter() - t0
         size = _stage("size", lambda: measure_size(pulled.model, profile.image_size, entry.input_size, fp32.bytes))
         reference = get_runner("cpu")
@@ -197,29 +280,35 @@ def evaluate_model(
                 raise StageError("runner", RuntimeError(f"runner {r!r} unavailable here: {avail.reason}"))
             say(f"{r}: prepare")
             artifact = _stage("prepare", lambda: runner.prepare(fp32.path, work / r, x_cal))  # noqa: B023
+            if isinstance(runner, PeakMemory):
+                runner.reset_peak_memory()
             rss0 = _rss_mb()
             session = _stage("load", lambda: runner.load(artifact))  # noqa: B023
             say(f"{r}: accuracy on {len(x_held)} held-out images")
             logits = _stage("accuracy", lambda: predict_all(lambda b: runner.predict(session, b), x_held))  # noqa: B023
             acc = accuracy(logits, y_held)
+            acc_files, acc_extra = _stage(
+                "accuracy",
+                partial(write_accuracy_artifacts, logits, y_held, manifest.classes, work / r / "acc", f"{variant} {r}"),
+            )
             say(f"{r}: latency")
             x1 = np.ascontiguousarray(x_held[:1])
-            lat = _stage(
-                "latency",
-                lambda: measure(lambda: runner.predict(session, x1), runner.synchronize, 1, LatencySettings()),  # noqa: B023
-            )
-            mem = max(0.0, _rss_mb() - rss0)
-            art_bytes = sum(
-                p.stat().st_size for p in artifact.parent.iterdir() if p.is_file() and p.name.startswith(artifact.stem)
-            )
+            lat_settings = latency or LatencySettings()
+            predict = partial(runner.predict, session)
+            lat = _stage("latency", partial(measure_batches, predict, runner.synchronize, x_held, lat_settings))
+            mem = {"memory_rss_mb": max(0.0, _rss_mb() - rss0)}
+            if isinstance(runner, PeakMemory):
+                mem["memory_gpu_peak_mb"] = runner.peak_memory_mb()
+            deploy_files = artifact_files(artifact)
             fp = runner.fingerprint(batch_size=1, image_size=profile.image_size)
             metrics = {
                 **acc.to_metrics(),
-                **lat.to_metrics(),
+                **acc_extra,
+                **lat,
                 **size.to_metrics(),
                 **parity.to_metrics(),
-                "size_mb": art_bytes / 1e6,
-                "memory_rss_mb": mem,
+                "size_mb": sum(p.stat().st_size for p in deploy_files) / 1e6,
+                **mem,
                 "top1_fp32": fp32_acc.top1,
                 "top1_drop_vs_fp32": fp32_acc.top1 - acc.top1,
                 "pull_seconds": pull_s,
@@ -260,11 +349,17 @@ def evaluate_model(
                 fingerprint_id=fingerprint_id(fp),
                 weights_digest=pulled.weights_digest,
                 weights_source=weights,
-                artifact=artifact,
+                artifact=artifact if artifact.suffix == ".onnx" else fp32.path,  # torch runners: the same weights
                 input_example=x1,
                 output_example=logits[:1],
                 params=params,
                 metrics=metrics,
+                artifacts={**acc_files, **({} if artifact.suffix == ".onnx" else {p.stem: p for p in deploy_files})},
+            )
+            say(f"{r}: results gate")  # a failure is recorded (with the GX result) and nothing is registered
+            ev.artifacts["gates"] = _stage(
+                "gate",
+                partial(gate_evaluation, ev, pulled.model, entry.published and entry.published.params_m, work / r),
             )
             say(f"{r}: log to MLflow")
             logged = _stage("log", lambda: log_evaluation(settings, ev))  # noqa: B023

@@ -2,35 +2,52 @@
 
 ### cnn_evaluation
 
-Pull the catalog's CNN variants, evaluate each on the dataset's held-out split on every runner, log everything to
-MLflow and register each evaluated artifact as a version of `cnnselect-<dataset>`.
+**Flow:** `prepare_data` (write or scan the ImageFolder, hash every image) -> `plan` (the profile's variants, plus
+the catalog variants and new timm pretrained tags not yet measured) -> `pull` (one mapped task per variant:
+fine-tune once, cache the weights) -> `measure_<runner>` (one mapped task per variant on each runner, on the runner's
+Celery queue and host pool: export ONNX, accuracy, latency, size, log to MLflow, register the artifact) ->
+`summarize` (reads the sweep back from MLflow; emits the `cnnselect://evaluations` asset that schedules
+`cnn_promotion`).
 
-**Flow:** `prepare_data` (write or scan the ImageFolder, hash every image) -> `plan` (the profile's variants) ->
-`evaluate` (one mapped task per variant: pull -> export ONNX -> accuracy, latency, size per runner -> log) ->
-`summarize` (reads the sweep back from MLflow; emits the `cnnselect://evaluations` asset).
+**Incremental:** a (variant, weights, dataset digest, runner, evaluator version) already measured is skipped; a
+retry never duplicates a run or a registered version. **Failures:** a broken variant is recorded as a FAILED MLflow
+run with the stage and reason and fails its task at once (no retry); transient faults (MLflow unreachable) retry
+with back-off; the other variants carry on.
 
-A variant that fails is recorded as a FAILED MLflow run with the stage and the reason; the others carry on.
-Re-running with nothing new skips every (variant, runner) already measured (idempotency key tag).
-
-**Params:** `profile` (demo, smoke, full), `models` (overrides the profile), `dataset_dir` (an ImageFolder root with
-train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, timm-hub, scratch, file:<uri>).
+**Params:** `profile` (demo, smoke, full), `models` (overrides the profile), `dataset_dir` (ImageFolder root with
+train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, timm-hub, scratch, file:<uri>),
+`discover` (also plan catalog variants / new timm tags not yet measured).
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 
 EVALUATIONS = Asset("cnnselect://evaluations")
+# Cron cadence; "none" = manual runs only. An environment constant read at parse time (no DB, no Variable).
+SCHEDULE = os.environ.get("CNNSELECT_EVALUATION_SCHEDULE", "0 3 * * *")
 PROFILES = ["demo", "smoke", "full"]
-RUNNERS = ["cpu", "edge"]
+# runner -> (Celery queue, host pool). One slot per host pool: nothing else heavy runs on a host while it measures.
+RUNNERS = {
+    "cpu": ("default", "cnnselect-cpu-host"),
+    "edge": ("edge", "cnnselect-cpu-host"),  # the 1-thread INT8 stand-in shares the CPU host (a real edge host: own)
+    "torch-cpu": ("default", "cnnselect-cpu-host"),
+    "gpu": ("gpu", "cnnselect-gpu-host"),
+    "gpu-bf16": ("gpu", "cnnselect-gpu-host"),
+    "gpu-ort": ("gpu", "cnnselect-gpu-host"),
+    "gpu-trt": ("gpu", "cnnselect-gpu-host"),
+}
+POOLS = sorted({pool for _, pool in RUNNERS.values()})
+TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everything else is the model's own fault
 
 
 @dag(
     dag_id="cnn_evaluation",
-    schedule="0 3 * * *",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -40,6 +57,7 @@ RUNNERS = ["cpu", "edge"]
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(hours=2),
         "queue": "default",
     },
@@ -47,8 +65,9 @@ RUNNERS = ["cpu", "edge"]
         "profile": Param("demo", enum=PROFILES, description="named set of catalog variants"),
         "models": Param([], type="array", description="catalog names; overrides the profile's list when non-empty"),
         "dataset_dir": Param("", type="string", description="ImageFolder root; empty = the bundled digits"),
-        "runners": Param(RUNNERS, type="array", description="runners to measure on"),
+        "runners": Param(["cpu", "edge"], type="array", description=f"of {sorted(RUNNERS)}"),
         "weights": Param("finetune", type="string", description="finetune | timm-hub | scratch | file:<uri>"),
+        "discover": Param(False, type="boolean", description="also plan unmeasured catalog variants and new tags"),
     },
 )
 def cnn_evaluation() -> None:
@@ -59,43 +78,84 @@ def cnn_evaluation() -> None:
         params = get_current_context()["params"]
         return jobs.prepare_data(params["dataset_dir"] or None)
 
-    @task(execution_timeout=timedelta(minutes=5))
-    def plan() -> list[str]:
+    @task(execution_timeout=timedelta(minutes=10))
+    def plan(dataset: dict) -> list[str]:
         from cnnselect import jobs
 
-        params = get_current_context()["params"]
-        return jobs.plan(params["profile"], params["models"] or None)
+        p = get_current_context()["params"]
+        return jobs.plan(p["profile"], p["models"] or None, dataset=dataset if p["discover"] else None)
 
-    @task(map_index_template="{{ variant_label }}")
-    def evaluate(variant: str, dataset: dict) -> list[dict]:
-        from airflow.sdk.exceptions import AirflowFailException
-
+    @task(map_index_template="{{ variant_label }}", pool="cnnselect-cpu-host", execution_timeout=timedelta(hours=4))
+    def pull(variant: str, dataset: dict) -> str:
         from cnnselect import jobs
 
         context = get_current_context()
         context["variant_label"] = variant  # type: ignore[typeddict-unknown-key]
-        params = context["params"]
-        outcomes = jobs.evaluate(
-            variant, params["profile"], dataset["root"], list(params["runners"]), context["run_id"], params["weights"]
+        p = context["params"]
+        try:
+            jobs.pull(variant, p["profile"], dataset["root"], p["weights"])
+        except Exception as exc:  # recorded by the measuring tasks, which fail fast with the reason
+            print(f"pull of {variant} failed; each runner will record why: {exc}")
+        return variant
+
+    def requested(runner: str):  # decided on the default queue: an unrequested runner's queue may have no worker
+        @task.short_circuit(
+            task_id=f"requested_{runner.replace('-', '_')}",
+            ignore_downstream_trigger_rules=False,  # skip only this runner's measurements, not summarize
+            execution_timeout=timedelta(minutes=2),
         )
-        if all(o["status"] == "failed" for o in outcomes):  # recorded in MLflow already; retrying will not help
-            raise AirflowFailException("; ".join(o["error"] for o in outcomes))
-        return [{k: o.get(k) for k in ("runner", "status", "run_id", "model_uri", "error")} for o in outcomes]
+        def is_requested() -> bool:
+            return runner in get_current_context()["params"]["runners"]
+
+        return is_requested()
+
+    def measure_task(runner: str):  # one mapped task per runner: its own queue and host pool
+        queue, pool = RUNNERS[runner]
+
+        @task(
+            task_id=f"measure_{runner.replace('-', '_')}",
+            queue=queue,
+            pool=pool,
+            map_index_template="{{ variant_label }}",
+        )
+        def measure(variant: str, dataset: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+            from cnnselect import jobs
+
+            context = get_current_context()
+            context["variant_label"] = f"{variant} on {runner}"  # type: ignore[typeddict-unknown-key]
+            p = context["params"]
+            if runner not in p["runners"]:
+                raise AirflowSkipException(f"runner {runner!r} not requested (runners={p['runners']})")
+            (out,) = jobs.evaluate(variant, p["profile"], dataset["root"], [runner], context["run_id"], p["weights"])
+            if out["status"] == "failed":
+                if out.get("stage") in TRANSIENT_STAGES:
+                    raise RuntimeError(out["error"])  # retried with back-off
+                raise AirflowFailException(out["error"])  # permanent: fail fast, recorded in MLflow already
+            return {k: out.get(k) for k in ("variant", "runner", "status", "run_id", "model_uri")}
+
+        return measure
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[EVALUATIONS], execution_timeout=timedelta(minutes=5))
-    def summarize(dataset: dict, results: list) -> dict:
+    def summarize(dataset: dict, *measured: list) -> dict:
         from cnnselect import jobs
 
         context = get_current_context()
         summary = jobs.summarize(dataset["name"], context["run_id"])
-        summary["skipped"] = sum(o["status"] == "skipped" for per_model in results if per_model for o in per_model)
+        summary["skipped"] = sum(1 for per_runner in measured for o in per_runner if o and o["status"] == "skipped")
         if summary["ok"] == 0 and not summary["skipped"]:
             raise RuntimeError(f"nothing could be evaluated in this sweep: {summary['failed']}")
         return summary
 
     data = prepare_data()
-    results = evaluate.partial(dataset=data).expand(variant=plan())
-    summarize(data, results)
+    pulled = pull.partial(dataset=data).expand(variant=plan(data))
+    measured = []
+    for r in RUNNERS:
+        m = measure_task(r).partial(dataset=data).expand(variant=pulled)
+        requested(r) >> m
+        measured.append(m)
+    summarize(data, *measured)
 
 
 dag = cnn_evaluation()

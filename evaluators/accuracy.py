@@ -1,9 +1,10 @@
-"""Top-k accuracy on held-out data, with a bootstrap interval for top-1."""
+"""Top-k accuracy on held-out data, a bootstrap interval for top-1, per-class accuracy and a confusion matrix."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -12,6 +13,7 @@ METRICS = {  # name: (unit, higher_is_better)
     "top5": ("fraction", True),
     "top1_ci_low": ("fraction", True),
     "top1_ci_high": ("fraction", True),
+    "top1_worst_class": ("fraction", True),
 }
 
 
@@ -61,3 +63,61 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> AccuracyResult:
 
 def predict_all(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.concatenate([predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``[true, predicted]``; a sample whose logits are all non-finite counts in no column (it is wrong)."""
+    finite = np.isfinite(logits).any(axis=1)
+    pred = np.argmax(np.where(np.isfinite(logits), logits, -np.inf), axis=1)
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels[finite], pred[finite]), 1)
+    return cm
+
+
+def per_class_accuracy(cm: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Recall of each class (NaN for a class with no held-out image); the denominator counts every sample."""
+    support = np.bincount(labels, minlength=cm.shape[0]).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def write_accuracy_artifacts(
+    logits: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], out_dir: Path, title: str
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Per-class accuracy (CSV) and a confusion-matrix picture (PNG); returns ``{name: file}`` and summary metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cm = confusion_matrix(logits, labels, len(classes))
+    acc = per_class_accuracy(cm, labels)
+    support = np.bincount(labels, minlength=len(classes))
+    csv = out_dir / "per_class_accuracy.csv"
+    rows = ["class,support,correct,accuracy"]
+    rows += [
+        f"{c},{int(n)},{int(cm[i, i])},{a:.6f}" for i, (c, n, a) in enumerate(zip(classes, support, acc, strict=True))
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    size = max(4.0, min(24.0, 0.45 * len(classes) + 2))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    if len(classes) <= 30:
+        ax.set_xticks(range(len(classes)), classes, rotation=90)
+        ax.set_yticks(range(len(classes)), classes)
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(
+                    j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > cm.max() / 2 else "black"
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    png = out_dir / "confusion_matrix.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    seen = acc[np.isfinite(acc)]
+    worst = float(seen.min()) if seen.size else float("nan")
+    return {"per_class_accuracy": csv, "confusion_matrix": png}, {"top1_worst_class": worst}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,12 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class OnnxArtifact:
-    path: Path  # the .onnx file; external data, if any, sits beside it
+    path: Path  # the .onnx file; external data, if any, sits beside it (``model.onnx.data``)
 
     @property
     def files(self) -> list[Path]:
-        return sorted(p for p in self.path.parent.iterdir() if p.is_file())
+        """The graph and its external data; other files beside it (the torch artifact) are not part of it."""
+        return sorted(p for p in self.path.parent.iterdir() if p.is_file() and p.name.startswith(self.path.name))
 
     @property
     def bytes(self) -> int:
@@ -51,7 +53,10 @@ def export_onnx(model: torch.nn.Module, example: np.ndarray, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
-        stale.unlink()
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     path = out / "model.onnx"
     x = torch.from_numpy(np.ascontiguousarray(example[:1]))
     batch = torch.export.Dim("batch", min=1, max=4096)

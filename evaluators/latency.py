@@ -28,6 +28,23 @@ class LatencySettings:
     max_seconds: float = 30.0
     windows: int = 4
     stable_within: float = 0.10  # last windows' medians agree within 10% (Triton perf_analyzer's rule)
+    large_batch: int = 8  # the second measurement's batch size; metrics get the suffix ``_b<large_batch>``; 0: off
+
+    def __post_init__(self) -> None:
+        if self.large_batch < 0 or self.large_batch == 1:
+            raise ValueError(f"large_batch {self.large_batch}: use 0 (off) or a batch size of at least 2")
+
+    @property
+    def batch_suffix(self) -> str:
+        return f"_b{self.large_batch}"
+
+
+def batch_of(x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The first ``batch_size`` images of ``x``, repeated when ``x`` holds fewer; C-contiguous."""
+    if len(x) == 0:
+        raise ValueError("no images to build a latency batch from")
+    reps = -(-batch_size // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size] if reps > 1 else x[:batch_size])
 
 
 @dataclass(frozen=True)
@@ -111,3 +128,20 @@ def measure(
                 if len(samples) >= 4 * settings.min_iters and elapsed >= 4 * settings.min_seconds:
                     break
     return LatencyResult(batch_size, tuple(samples), _stable(samples, settings.windows, settings.stable_within))
+
+
+def measure_batches(
+    predict: Callable[[np.ndarray], object],
+    sync: Callable[[], None],
+    x: np.ndarray,
+    settings: LatencySettings = LatencySettings(),
+    lock_path: Path | None = None,
+) -> dict[str, float]:
+    """Latency at batch 1 (no suffix), then at ``settings.large_batch`` (metrics suffixed ``_b<n>``)."""
+    x1 = batch_of(x, 1)
+    metrics = measure(lambda: predict(x1), sync, 1, settings, lock_path).to_metrics()
+    if settings.large_batch:
+        xb = batch_of(x, settings.large_batch)
+        big = measure(lambda: predict(xb), sync, settings.large_batch, settings, lock_path)
+        metrics.update(big.to_metrics(settings.batch_suffix))
+    return metrics

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from registry import names
 from registry.constraints import Constraints
-from registry.selection import Candidate, Verdict, judge, rank, select
+from registry.errors import NoChampionError
+from registry.index import CandidateIndex
+from registry.selection import Candidate, Verdict, at_operating_point, judge, rank, select
 from registry.settings import Settings
+from registry.teams import Team, load_team
 
 
 @dataclass
@@ -45,17 +48,35 @@ class Answer:
 
 
 class Registry:
-    """Candidates from the MLflow model registry; the client is created lazily so the object pickles."""
+    """Candidates from the MLflow model registry, served from an in-process index (see :mod:`registry.index`).
 
-    def __init__(self, tracking_uri: str | None = None, settings: Settings | None = None) -> None:
+    The client and the index are created lazily, so the object pickles (into Airflow tasks, worker processes).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        settings: Settings | None = None,
+        *,
+        ttl_s: float = 2.0,
+        max_age_s: float = 60.0,
+        teams_dir: str | Path | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self.tracking_uri = tracking_uri or self.settings.resolved_tracking_uri
+        self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir
         self._client: Any = None
+        self._index: CandidateIndex | None = None
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
+        state.update(_client=None, _index=None, _lock=None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -65,53 +86,93 @@ class Registry:
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
+    @property
+    def index(self) -> CandidateIndex:
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = CandidateIndex(self.tracking_uri, lambda: self.client, self.ttl_s, self.max_age_s)
+        return self._index
+
+    def invalidate(self, dataset: str | None = None) -> None:
+        """Forget what the index holds (after a write this process made and must read back at once)."""
+        self.index.invalidate(names.registered_model_name(dataset) if dataset else None)
+
     def candidates(self, dataset: str, runner: str | None = None) -> list[Candidate]:
-        """Every READY, successfully evaluated version of the dataset's registered model (one registry search)."""
-        model_name = names.registered_model_name(dataset)
-        out: list[Candidate] = []
-        token = None
+        """Every READY, fully and successfully evaluated version of the dataset's registered model."""
+        snap = self.index.snapshot(names.registered_model_name(dataset))
+        return [c for c in snap.candidates if runner is None or c.runner == runner]
+
+    def team(self, name: str) -> Team:
+        return load_team(name, self.teams_dir)
+
+    def _constraints(self, what: Constraints | str) -> Constraints:
+        return self.team(what).constraints if isinstance(what, str) else what
+
+    def explain(self, constraints: Constraints | str) -> list[Verdict]:
+        k = self._constraints(constraints)
+        return [judge(c, k) for c in at_operating_point(self.candidates(k.dataset, k.target), k)]
+
+    def get_best(self, constraints: Constraints | str) -> Answer:
+        """The best version satisfying the constraints (or a team's, by name); never one whose artifact is gone.
+
+        ``NoFeasibleModelError`` names the nearest misses; ``NoCandidatesError`` says nothing was measured there.
+        """
+        k = self._constraints(constraints)
+        snap = self.index.snapshot(names.registered_model_name(k.dataset))
+        key = k.model_dump_json()
+        cached = snap.answers.get(key)
+        if cached is not None:  # warm path: same load, same constraints, same answer
+            return cached
+        pool = [c for c in snap.candidates if c.runner == k.target]
+        missing: set[str] = set()
         while True:
-            page = self.client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
-            for mv in page:
-                tags = mv.tags or {}
-                if mv.status != "READY" or tags.get(names.TAG_STATUS) != names.STATUS_OK:
-                    continue
-                if runner is not None and tags.get(names.TAG_RUNNER) != runner:
-                    continue
-                metrics = {}
-                for k, v in tags.items():
-                    if k.startswith(names.METRIC_TAG_PREFIX):
-                        try:
-                            value = float(v)
-                        except ValueError:
-                            continue
-                        if math.isfinite(value):
-                            metrics[k[len(names.METRIC_TAG_PREFIX) :]] = value
-                out.append(
-                    Candidate(
-                        model_name=model_name,
-                        version=str(mv.version),
-                        run_id=tags.get("cnnselect.run_id", mv.run_id or ""),
-                        variant=tags.get(names.TAG_VARIANT, ""),
-                        family=tags.get(names.TAG_FAMILY, ""),
-                        runner=tags.get(names.TAG_RUNNER, ""),
-                        precision=tags.get(names.TAG_PRECISION, ""),
-                        fingerprint=tags.get(names.TAG_FINGERPRINT, ""),
-                        metrics=metrics,
-                    )
-                )
-            token = page.token
-            if not token:
-                break
-        return out
+            best, verdicts = select([c for c in pool if c.version not in missing], k)
+            if self.artifact_ok(best.candidate, snap.verified):
+                answer = Answer(best.candidate, best, verdicts, k, self)
+                snap.answers[key] = answer
+                return answer
+            missing.add(best.candidate.version)
 
-    def explain(self, constraints: Constraints) -> list[Verdict]:
-        return [judge(c, constraints) for c in self.candidates(constraints.dataset, constraints.target)]
+    def get_champion(self, team: str) -> Answer:
+        """The version the team's alias points at, judged against the team's current constraints."""
+        k = self.team(team).constraints
+        model = names.registered_model_name(k.dataset)
+        snap = self.index.snapshot(model)
+        version = snap.aliases.get(names.team_alias(team))
+        if version is None:
+            raise NoChampionError(f"team {team!r} has no champion on {model!r} yet: run `cnnselect promote {team}`")
+        found = [c for c in snap.candidates if c.version == version]
+        if not found or not self.artifact_ok(found[0], snap.verified):
+            raise NoChampionError(
+                f"team {team!r}: alias {names.team_alias(team)!r} points at {model} v{version}, which is no longer a "
+                f"usable candidate (failed, unlogged or artifact missing); run `cnnselect promote {team}`"
+            )
+        verdict = judge(found[0], k)
+        return Answer(found[0], verdict, [verdict], k, self)
 
-    def get_best(self, constraints: Constraints) -> Answer:
-        """The best version that satisfies every constraint; ``NoFeasibleModelError`` names the nearest misses."""
-        best, verdicts = select(self.candidates(constraints.dataset, constraints.target), constraints)
-        return Answer(best.candidate, best, verdicts, constraints, self)
+    def recommend(self, constraints: Constraints | str) -> list[str]:
+        """Cold start: the guide's rule-based shortlist of catalog names for these constraints."""
+        from registry.recommend import recommend
+
+        return recommend(self._constraints(constraints))
+
+    def artifact_ok(self, candidate: Candidate, verified: set[str] | None = None) -> bool:
+        """The version's artifact is there (an MLmodel file under its download URI); cached per index load."""
+        if verified is not None and candidate.version in verified:
+            return True
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            uri = self.client.get_model_version_download_uri(candidate.model_name, candidate.version)
+            files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        except (MlflowException, OSError):
+            return False
+        ok = any(Path(f.path).name == "MLmodel" for f in files or [])
+        if ok and verified is not None:
+            verified.add(candidate.version)
+        return ok
 
     def load(self, candidate: Candidate) -> Any:
         import mlflow.artifacts

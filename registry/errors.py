@@ -26,3 +26,30 @@ class NoFeasibleModelError(RegistryError):
     def __init__(self, message: str, nearest: list[Verdict]) -> None:
         super().__init__(message)
         self.nearest = nearest
+
+
+class InvalidTeamError(RegistryError, ValueError):
+    """A team file that does not validate; the message names the file, the key and what would have been valid."""
+
+
+class UnknownTeamError(RegistryError, KeyError):
+    """No team of that name; the message lists the close matches and every known team."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"unknown team {name!r}.{hint} Known teams: {', '.join(known) or '(none)'}")
+        self.name, self.known = name, known
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class NoChampionError(RegistryError):
+    """The team has no champion yet (no promotion ran, or its version was deleted); says how to get one."""
+
+
+class PromotionLockedError(RegistryError):
+    """Another promotion for the same team holds the lock."""

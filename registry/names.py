@@ -24,6 +24,12 @@ TAG_STATUS = "cnnselect.status"  # ok | failed
 TAG_STAGE = "cnnselect.stage"  # where a failed evaluation stopped
 TAG_ERROR = "cnnselect.error"
 TAG_EVALUATOR_VERSION = "cnnselect.evaluator_version"
+TAG_BATCH_SIZE = "cnnselect.batch_size"  # operating point of the measurement (from the runner's fingerprint)
+TAG_THREADS = "cnnselect.threads"
+TAG_RUN_ID = "cnnselect.run_id"
+TAG_TEAM = "cnnselect.team"
+TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
+PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
 METRIC_TAG_PREFIX = "cnnselect.metric."  # metrics copied onto model versions: one registry search answers get_best
 
 STATUS_OK = "ok"
@@ -39,6 +45,28 @@ def validate_name(kind: str, name: str) -> str:
             f"invalid {kind} name {name!r}: use 1-100 letters, digits, '_', '.', '-' (starting with a letter or digit)"
         )
     return name
+
+
+_ALIAS_SAFE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,62}$")
+
+
+def validate_team_name(name: str) -> str:
+    """A team name is also part of an MLflow alias (letters, digits, _ and - only, not ``latest`` nor ``v<digits>``)."""
+    validate_name("team", name)
+    if not _ALIAS_SAFE.match(name):
+        raise InvalidNameError(
+            f"invalid team name {name!r}: use 1-63 lowercase letters, digits, '_' or '-' (it becomes an MLflow alias)"
+        )
+    return name
+
+
+def team_alias(team: str) -> str:
+    """The team's alias on the dataset's registered model; the ``team-`` prefix keeps clear of reserved aliases."""
+    return f"team-{validate_team_name(team)}"
+
+
+def promotion_tag(team: str, field: str) -> str:
+    return f"{TAG_PROMOTION_PREFIX}{validate_team_name(team)}.{field}"
 
 
 def experiment_name(dataset: str) -> str:

@@ -29,6 +29,10 @@ class Candidate:
     precision: str
     fingerprint: str
     metrics: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
+    threads: str = "all"
+    evaluator_version: str = ""
+    created_ms: int = 0
 
     @property
     def uri(self) -> str:
@@ -96,9 +100,20 @@ def judge(c: Candidate, k: Constraints) -> Verdict:
         checks.append(_check("max_gmacs", "gmacs", None, c, k.max_gmacs, True))
     if k.min_top1 is not None:
         checks.append(_check("min_top1", "top1", "top1_ci_low", c, k.min_top1, False))
+    if k.max_peak_memory_mb is not None:
+        checks.append(_check("max_peak_memory_mb", "memory_rss_mb", None, c, k.max_peak_memory_mb, True))
+    if k.max_top1_drop is not None:
+        drop = c.metric("top1_drop_vs_fp32")
+        drop = max(0.0, drop) if math.isfinite(drop) else drop  # a gain is no drop
+        ok = math.isfinite(drop) and drop <= k.max_top1_drop
+        margin = (k.max_top1_drop - drop) if math.isfinite(drop) else -math.inf
+        checks.append(Check("max_top1_drop", "top1_drop_vs_fp32", drop, drop, k.max_top1_drop, ok, ok, margin))
     if k.families is not None:
         ok = c.family in k.families
         checks.append(Check("families", "family", 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0))
+    if k.precisions is not None:
+        ok = c.precision in k.precisions
+        checks.append(Check("precisions", "precision", 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0))
     parity = c.metric("onnx_parity_ok")
     checks.append(Check("onnx_parity", "onnx_parity_ok", parity, parity, 1.0, parity == 1.0, parity == 1.0, 0.0))
     for needed in ("top1", k.latency_metric, "size_mb"):
@@ -113,12 +128,29 @@ def judge(c: Candidate, k: Constraints) -> Verdict:
     return Verdict(c, label, tuple(checks))
 
 
+COST_METRIC = {"top1": "top1", "size": "size_mb", "params": "params_m", "gmacs": "gmacs", "memory": "memory_rss_mb"}
+
+
+def cost(c: Candidate, what: str, k: Constraints) -> float:
+    """A lower-is-better figure for ``what``; unmeasured is +inf (sorts last, never crashes the sort)."""
+    name = k.latency_metric if what == "latency" else COST_METRIC[what]
+    v = c.metric(name)
+    if not math.isfinite(v):
+        return math.inf
+    return -v if what == "top1" else v
+
+
+def score(c: Candidate, k: Constraints) -> float:
+    """The objective's figure, smaller is better (the weighted objective is sum(weight * cost))."""
+    if k.objective == "weighted":
+        return sum(w * cost(c, m, k) for m, w in (k.weights or {}).items() if w)
+    return cost(c, k.objective, k)
+
+
 def objective_key(v: Verdict, k: Constraints) -> tuple[float, ...]:
-    """Smaller is better. Ties break on the other objectives, then on the variant name and version."""
+    """Smaller is better. Ties break on the declared tie-breakers, then (in rank) on the variant name and version."""
     c = v.candidate
-    top1, lat, size = -c.metric("top1"), c.metric(k.latency_metric), c.metric("size_mb")
-    order = {"top1": (top1, lat, size), "latency": (lat, top1, size), "size": (size, top1, lat)}[k.objective]
-    return (*order, 0.0)
+    return (score(c, k), *(cost(c, m, k) for m in k.effective_tie_breakers))
 
 
 def rank(verdicts: Iterable[Verdict], k: Constraints) -> list[Verdict]:
@@ -134,11 +166,38 @@ def nearest(verdicts: Iterable[Verdict], n: int = 3) -> list[Verdict]:
     return sorted(verdicts, key=distance)[:n]
 
 
+def target_fingerprint(pool: list[Candidate], k: Constraints) -> str | None:
+    """The fingerprint measurements are compared on: the declared one, else the most recently measured one."""
+    if k.fingerprint is not None:
+        return k.fingerprint
+    if not pool:
+        return None
+    return max(pool, key=lambda c: (c.created_ms, int(c.version) if c.version.isdigit() else 0)).fingerprint
+
+
+def at_operating_point(candidates: Iterable[Candidate], k: Constraints) -> list[Candidate]:
+    """Candidates measured on the target at the operating point, on one fingerprint (never mixed)."""
+    pool = [
+        c
+        for c in candidates
+        if c.runner == k.target
+        and c.precision == k.effective_precision
+        and c.batch_size == k.batch_size
+        and (k.threads is None or c.threads == str(k.threads))
+    ]
+    fp = target_fingerprint(pool, k)
+    return [c for c in pool if c.fingerprint == fp]
+
+
 def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, list[Verdict]]:
     """The best feasible candidate for ``k`` among those measured on its target, and every verdict."""
-    pool = [c for c in candidates if c.runner == k.target]
+    pool = at_operating_point(candidates, k)
     if not pool:
-        raise NoCandidatesError(f"nothing measured on runner {k.target!r} for dataset {k.dataset!r}")
+        raise NoCandidatesError(
+            f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
+            f"precision {k.effective_precision}" + (f", threads {k.threads}" if k.threads else "")
+            + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
+        )
     verdicts = [judge(c, k) for c in pool]
     feasible = rank([v for v in verdicts if v.label == "feasible"], k)
     if not feasible:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from registry import names
+from registry.errors import InvalidNameError
+from registry.retry import with_retries
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,45 @@ class Logged:
 def _client(settings: Settings) -> Any:
     import mlflow
 
+    # MLflow's own HTTP retries stay short so that our bounded retry (below) decides, and cleans up partial runs.
+    for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
+        os.environ.setdefault(var, value)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     return mlflow.MlflowClient(settings.resolved_tracking_uri)
+
+
+TAG_GATE = "cnnselect.gate"  # on a gate run: the suite's name
+TAG_GATE_STATUS = "cnnselect.gate_status"  # passed | failed
+STATUS_ABORTED = "aborted"  # a run (and its version) left half-written by an interrupted attempt
+
+
+def filter_literal(kind: str, value: str) -> str:
+    """A value safe inside a quoted MLflow filter string (no quotes, backslashes, backticks or control characters)."""
+    if not isinstance(value, str) or not value or any(c in value for c in "'\"\\`") or not value.isprintable():
+        raise InvalidNameError(
+            f"invalid {kind} {value!r} for an MLflow filter: no quotes, backslashes, backticks or control characters"
+        )
+    return value
+
+
+def _abort_partial(settings: Settings, started: list[str], keep: str | None = None) -> None:
+    """Mark runs left half-written by a failed attempt as aborted (never ``ok``): nothing reads them as results."""
+    import mlflow
+
+    while mlflow.active_run() is not None:  # a fluent run left open by an interrupted attempt
+        try:
+            mlflow.end_run("FAILED")
+        except Exception:
+            break
+    client = _client(settings)
+    for run_id in list(started):
+        if run_id == keep:
+            continue
+        client.set_tag(run_id, names.TAG_STATUS, STATUS_ABORTED)
+        client.set_terminated(run_id, status="FAILED")
+        for mv in client.search_model_versions(f"run_id = '{filter_literal('run id', run_id)}'"):
+            client.set_model_version_tag(mv.name, mv.version, names.TAG_STATUS, STATUS_ABORTED)
+        started.remove(run_id)
 
 
 def ensure_experiment(settings: Settings, dataset: str) -> str:
@@ -88,14 +128,19 @@ def ensure_experiment(settings: Settings, dataset: str) -> str:
 
 def find_finished(settings: Settings, dataset: str, key: str) -> str | None:
     """The run id of a successful evaluation with this idempotency key, if one exists."""
-    client = _client(settings)
-    exp_id = ensure_experiment(settings, dataset)
-    runs = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{names.TAG_KEY}` = '{key}' and tags.`{names.TAG_STATUS}` = '{names.STATUS_OK}'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+    filter_literal("idempotency key", key)
+
+    def find() -> str | None:
+        client = _client(settings)
+        exp_id = ensure_experiment(settings, dataset)
+        runs = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{names.TAG_KEY}` = '{key}' and tags.`{names.TAG_STATUS}` = '{names.STATUS_OK}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    return with_retries(find, f"look up {key}", settings)
 
 
 def _clean_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]:
@@ -105,6 +150,17 @@ def _clean_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[st
 
 
 def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
+    """Log one evaluation as a run and a registered version; retried as a whole, a partial attempt is aborted."""
+    started: list[str] = []
+    return with_retries(
+        lambda: _log_evaluation_once(settings, ev, started),
+        f"log {ev.variant}/{ev.runner}",
+        settings,
+        on_retry=lambda: _abort_partial(settings, started),
+    )
+
+
+def _log_evaluation_once(settings: Settings, ev: Evaluation, started: list[str]) -> Logged:
     import mlflow
     import mlflow.onnx
     import onnx
@@ -129,10 +185,13 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
         names.TAG_KEY: ev.key,
         names.TAG_SWEEP: ev.sweep,
         names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
+        names.TAG_BATCH_SIZE: str(ev.fingerprint.get("batch_size", "1")),  # operating point, read by get_best
+        names.TAG_THREADS: str(ev.fingerprint.get("threads", "all")),
     }
     with mlflow.start_run(
         experiment_id=exp_id, run_name=names.run_name(ev.variant, ev.runner, ev.precision), tags=tags
     ) as run:
+        started.append(run.info.run_id)
         mlflow.log_params({k: str(v)[:500] for k, v in ev.params.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_dict(ev.fingerprint, "fingerprint.json")
@@ -170,12 +229,22 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
 
 
 def log_failure(
-    settings: Settings, dataset: str, variant: str, runner: str, stage: str, error: str, key: str, sweep: str
+    settings: Settings,
+    dataset: str,
+    variant: str,
+    runner: str,
+    stage: str,
+    error: str,
+    key: str,
+    sweep: str,
+    artifacts: dict[str, Any] | None = None,
 ) -> str:
-    """Record a failed evaluation as a FAILED run with the reason, so it shows in the MLflow UI beside the rest."""
+    """Record a failed evaluation as a FAILED run with the reason, so it shows in the MLflow UI beside the rest.
+
+    ``artifacts`` (file name -> JSON-able object) are logged with it, e.g. a gate's validation result.
+    """
     import mlflow
 
-    exp_id = ensure_experiment(settings, dataset)
     tags = {
         names.TAG_VARIANT: variant,
         names.TAG_RUNNER: runner,
@@ -187,18 +256,62 @@ def log_failure(
         names.TAG_ERROR: error[:4000],
         names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
     }
-    _client(settings)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{variant}/{runner}/failed", tags=tags) as run:
-        mlflow.log_text(error, "error.txt")
-    mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
-    return str(run.info.run_id)
+    started: list[str] = []
+
+    def once() -> str:
+        exp_id = ensure_experiment(settings, dataset)
+        _client(settings)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{variant}/{runner}/failed", tags=tags) as run:
+            started.append(run.info.run_id)
+            mlflow.log_text(error, "error.txt")
+            for name, obj in (artifacts or {}).items():
+                mlflow.log_dict(obj, name)
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+        return str(run.info.run_id)
+
+    return with_retries(
+        once, f"record failure of {variant}/{runner}", settings, on_retry=lambda: _abort_partial(settings, started)
+    )
+
+
+def log_gate(settings: Settings, dataset: str, suite: str, result: dict[str, Any], passed: bool, key: str) -> str:
+    """Record one gate run (passed or failed) with its GX validation result as ``gates/<suite>.json``."""
+    import mlflow
+
+    tags = {
+        names.TAG_DATASET: dataset,
+        names.TAG_KEY: key,
+        TAG_GATE: suite,
+        TAG_GATE_STATUS: "passed" if passed else "failed",
+        names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
+    }
+    started: list[str] = []
+
+    def once() -> str:
+        exp_id = ensure_experiment(settings, dataset)
+        _client(settings)
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"gate/{suite}", tags=tags) as run:
+            started.append(run.info.run_id)
+            mlflow.log_dict(result, f"gates/{suite}.json")
+        if not passed:
+            mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+        return str(run.info.run_id)
+
+    return with_retries(once, f"record gate {suite}", settings, on_retry=lambda: _abort_partial(settings, started))
 
 
 def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, Any]]:
     """Every run of one sweep, flattened (for summaries)."""
-    client = _client(settings)
-    exp_id = ensure_experiment(settings, dataset)
-    runs = client.search_runs([exp_id], filter_string=f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=5000)
+    filter_literal("sweep id", sweep)
+
+    def search() -> list[Any]:
+        client = _client(settings)
+        exp_id = ensure_experiment(settings, dataset)
+        return list(
+            client.search_runs([exp_id], filter_string=f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=5000)
+        )
+
+    runs = with_retries(search, f"read sweep {sweep}", settings)
     return [
         {
             "run_id": r.info.run_id,

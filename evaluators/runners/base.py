@@ -74,3 +74,12 @@ def software_versions() -> dict[str, str]:
 def fingerprint_id(fp: dict[str, str]) -> str:
     """A short stable id: measurements are comparable only within one id."""
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@runtime_checkable
+class PeakMemory(Protocol):
+    """Optional: a runner on a device with its own allocator (CUDA) reports its peak allocation."""
+
+    def reset_peak_memory(self) -> None: ...
+
+    def peak_memory_mb(self) -> float: ...

@@ -41,6 +41,9 @@ class OnnxCpuRunner:
     def load(self, artifact: Path) -> Any:
         import onnxruntime as ort
 
+        from evaluators.onnx_safety import check_onnx_file
+
+        check_onnx_file(artifact)  # external data leaving the model's folder is refused before onnxruntime reads it
         return ort.InferenceSession(str(artifact), self.session_options(), providers=["CPUExecutionProvider"])
 
     def predict(self, session: Any, x: np.ndarray) -> np.ndarray:

@@ -94,8 +94,19 @@ def test_user_imagefolder_with_a_broken_image(tmp_path: Path, digits_root: Path)
         "--json",
         home=tmp_path,
     )
+    # the held-out data gate fails closed (issue 6): no model is evaluated, the error names the file
+    assert out.returncode == 2, out.stderr[-3000:]
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    assert payload["error"] == "GateError"
+    assert "cnnselect.heldout_data failed" in payload["message"]
+    assert "heldout/cat/corrupt.png (cannot decode image" in payload["message"]
+    (data / "heldout" / "cat" / "corrupt.png").unlink()
+    (data / "manifest.json").unlink()
+    out = run(
+        "evaluate", "--dataset", str(data), "--profile", "smoke", "--models", "test_efficientnet.r160_in1k",
+        "--runners", "cpu,edge", "--json", home=tmp_path,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     payload = json.loads(out.stdout.strip().splitlines()[-1])
-    assert payload["dataset"]["classes"] == 2
-    assert "heldout/cat/corrupt.png" in payload["dataset"]["skipped"]["heldout"]
+    assert payload["dataset"]["classes"] == 2 and payload["dataset"]["gate"]["success"]
     assert [r["status"] for r in payload["results"]] == ["ok", "ok"]

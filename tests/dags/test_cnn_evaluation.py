@@ -30,7 +30,9 @@ def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, m
     run = dag.test(run_conf=conf)
     assert run.state == "success"
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    assert states[("evaluate", 0)] == "success" and states[("evaluate", 1)] == "failed"
+    for runner in ("measure_cpu", "measure_edge"):  # one mapped task per model on each requested runner
+        assert states[(runner, 0)] == "success" and states[(runner, 1)] == "failed", states
+    assert states[("measure_gpu", -1)] == "skipped" and states[("measure_torch_cpu", -1)] == "skipped"
     assert states[("summarize", -1)] == "success"
 
     settings = Settings()

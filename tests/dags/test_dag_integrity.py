@@ -53,8 +53,28 @@ def test_every_task_has_retries_timeout_and_queue(dagbag) -> None:
             assert t.queue in ("default", "edge", "gpu"), (dag.dag_id, t.task_id, t.queue)
 
 
-def test_evaluation_is_mapped_per_model(dagbag) -> None:
+def test_dag_runners_are_the_evaluators_runners(dagbag) -> None:
+    from evaluators.runners import RUNNER_NAMES
+
+    measured = {
+        t.task_id.removeprefix("measure_").replace("_", "-")
+        for t in dagbag.dags["cnn_evaluation"].tasks
+        if t.task_id.startswith("measure_")
+    }
+    assert measured == set(RUNNER_NAMES)
+
+
+def test_evaluation_is_mapped_per_model_and_runner(dagbag) -> None:
     dag = dagbag.dags["cnn_evaluation"]
-    evaluate = dag.get_task("evaluate")
-    assert evaluate.map_index_template == "{{ variant_label }}"
+    assert dag.get_task("pull").map_index_template == "{{ variant_label }}"
+    queues = {t.task_id: (t.queue, t.pool) for t in dag.tasks if t.task_id.startswith("measure_")}
+    assert queues == {
+        "measure_cpu": ("default", "cnnselect-cpu-host"),
+        "measure_edge": ("edge", "cnnselect-cpu-host"),
+        "measure_torch_cpu": ("default", "cnnselect-cpu-host"),
+        "measure_gpu": ("gpu", "cnnselect-gpu-host"),
+        "measure_gpu_bf16": ("gpu", "cnnselect-gpu-host"),
+        "measure_gpu_ort": ("gpu", "cnnselect-gpu-host"),
+        "measure_gpu_trt": ("gpu", "cnnselect-gpu-host"),
+    }
     assert [o.uri.rstrip("/") for o in dag.get_task("summarize").outlets] == ["cnnselect://evaluations"]

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators.accuracy import accuracy, bootstrap_interval
-from evaluators.latency import LatencySettings, measure
+from evaluators.accuracy import (
+    accuracy,
+    bootstrap_interval,
+    confusion_matrix,
+    per_class_accuracy,
+    write_accuracy_artifacts,
+)
+from evaluators.latency import LatencySettings, batch_of, measure, measure_batches
 from evaluators.size import count_flops, count_params
 
 
@@ -81,3 +87,57 @@ def test_resnet18_size_matches_published() -> None:
     assert s.params_m == pytest.approx(entry.published.params_m, rel=0.005)
     assert s.gmacs == pytest.approx(entry.published.gmacs, rel=0.02)
     assert s.gflops == pytest.approx(2 * s.gmacs)
+
+
+def test_confusion_and_per_class_agree_with_sklearn() -> None:
+    from sklearn.metrics import confusion_matrix as sk_confusion
+    from sklearn.metrics import recall_score
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, size=300)
+    logits = rng.normal(size=(300, 6)).astype(np.float32)
+    logits[np.arange(300), labels] += 1.0  # better than chance, unequal per class
+    cm = confusion_matrix(logits, labels, 6)
+    np.testing.assert_array_equal(cm, sk_confusion(labels, logits.argmax(1), labels=range(6)))
+    np.testing.assert_allclose(per_class_accuracy(cm, labels), recall_score(labels, logits.argmax(1), average=None))
+
+
+def test_per_class_counts_nan_rows_as_wrong_and_absent_classes_as_nan() -> None:
+    logits = np.array([[1.0, 0.0, 0.0], [np.nan, np.nan, np.nan], [0.0, 1.0, 0.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1])
+    cm = confusion_matrix(logits, labels, 3)
+    assert cm.sum() == 2  # the NaN row is in no column
+    acc = per_class_accuracy(cm, labels)
+    assert acc[0] == 0.5 and acc[1] == 1.0 and np.isnan(acc[2])
+
+
+def test_accuracy_artifacts_are_a_png_and_a_csv(tmp_path: Path) -> None:
+    labels = np.repeat(np.arange(4), 5)
+    logits = np.eye(4, dtype=np.float32)[labels]
+    logits[labels == 3] = np.eye(4, dtype=np.float32)[0]  # class 3 always predicted as 0
+    files, extra = write_accuracy_artifacts(logits, labels, ("a", "b", "c", "d"), tmp_path, "title")
+    assert files["confusion_matrix"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = files["per_class_accuracy"].read_text().splitlines()
+    assert (
+        lines[0] == "class,support,correct,accuracy" and lines[4] == "d,5,0,0.000000" and lines[1] == "a,5,5,1.000000"
+    )
+    assert extra == {"top1_worst_class": 0.0}
+
+
+def test_latency_at_a_larger_batch_has_suffixed_metrics(tmp_path: Path) -> None:
+    seen: list[int] = []
+    s = LatencySettings(warmup=1, min_iters=10, min_seconds=0.0, large_batch=8)
+    m = measure_batches(lambda b: seen.append(len(b)), lambda: None, np.zeros((3, 3, 4, 4), np.float32), s)
+    assert set(seen) == {1, 8}  # 3 images repeated up to a batch of 8
+    assert m["throughput_ips_b8"] == pytest.approx(8000 / m["latency_mean_ms_b8"])
+    assert m["latency_p95_ub_ms_b8"] >= m["latency_p95_ms_b8"] and "latency_p95_ms" in m
+    off = measure_batches(lambda b: None, lambda: None, np.zeros((1, 1)), LatencySettings(1, 5, 0.0, large_batch=0))
+    assert not any(k.endswith("_b8") for k in off)
+
+
+def test_latency_batch_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="use 0 .off. or a batch size of at least 2"):
+        LatencySettings(large_batch=1)
+    with pytest.raises(ValueError, match="no images"):
+        batch_of(np.zeros((0, 3)), 4)
+    assert batch_of(np.arange(3), 7).tolist() == [0, 1, 2, 0, 1, 2, 0]

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -6,8 +7,9 @@ import torch
 
 from catalog import UnknownNameError, get_entry
 from catalog.weights import create_model
-from evaluators.export import ExportError, check_parity, export_onnx
-from evaluators.runners import RUNNER_NAMES, get_runner
+from evaluators.export import ExportError, OnnxArtifact, check_parity, export_onnx
+from evaluators.runners import RUNNER_NAMES, PeakMemory, RunnerUnavailableError, artifact_files, get_runner
+from evaluators.runners.torch_cpu import TorchArtifactError, save_torch_artifact
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,119 @@ def model_and_onnx(tmp_path_factory: pytest.TempPathFactory):
 def test_export_counts_every_file(model_and_onnx) -> None:
     _, art, _ = model_and_onnx
     assert art.path.name == "model.onnx"
-    assert art.bytes == sum(p.stat().st_size for p in art.path.parent.iterdir())
+    assert art.bytes == sum(p.stat().st_size for p in art.path.parent.iterdir() if p.name.startswith("model.onnx"))
     assert art.bytes > art.path.stat().st_size or len(art.files) == 1
+
+
+@pytest.fixture
+def with_torch_artifact(model_and_onnx, tmp_path: Path):
+    """The ONNX export copied to a fresh folder, the torch artifact saved beside it (as the pipeline does)."""
+    model, art, x = model_and_onnx
+    for f in art.files:
+        shutil.copy(f, tmp_path / f.name)
+    save_torch_artifact(model, "test_resnet.r160_in1k", 10, tmp_path)
+    return model, tmp_path / art.path.name, x
+
+
+def test_torch_cpu_runner_rebuilds_the_model_from_its_artifact(with_torch_artifact) -> None:
+    model, onnx_path, x = with_torch_artifact
+    r = get_runner("torch-cpu")
+    assert r.availability().available
+    artifact = r.prepare(onnx_path, onnx_path.parent, None)
+    assert {p.name for p in artifact_files(artifact)} == {"torch_model.json", "weights.safetensors"}
+    assert OnnxArtifact(onnx_path).bytes == sum(p.stat().st_size for p in onnx_path.parent.glob("model.onnx*"))
+    logits = r.predict(r.load(artifact), x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
+    fp = r.fingerprint(8, 32)
+    assert fp["provider"] == "torch-eager-cpu" and fp["batch_size"] == "8" and fp["torch"] == torch.__version__
+
+
+def test_torch_runner_names_the_missing_artifact(model_and_onnx, tmp_path: Path) -> None:
+    _, art, _ = model_and_onnx
+    shutil.copy(art.path, tmp_path / "model.onnx")
+    with pytest.raises(TorchArtifactError, match="torch_model.json"):
+        get_runner("torch-cpu").prepare(tmp_path / "model.onnx", tmp_path, None)
+
+
+def test_torch_artifact_refuses_changed_weights(with_torch_artifact) -> None:
+    _, onnx_path, _ = with_torch_artifact
+    weights = onnx_path.parent / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = get_runner("torch-cpu")
+    with pytest.raises(TorchArtifactError, match="sha256"):
+        r.load(r.prepare(onnx_path, onnx_path.parent, None))
+
+
+@pytest.mark.parametrize("name", ["gpu", "gpu-bf16"])
+def test_torch_gpu_runner_availability_follows_cuda(name: str, with_torch_artifact) -> None:
+    _, onnx_path, _ = with_torch_artifact
+    r = get_runner(name)
+    avail = r.availability()
+    if torch.cuda.is_available():
+        return  # the gpu-marked tests below measure it
+    assert not avail.available and "torch.cuda.is_available() is False" in avail.reason
+    with pytest.raises(RunnerUnavailableError, match=name):
+        r.load(r.prepare(onnx_path, onnx_path.parent, None))  # nothing falls back to the CPU
+    fp = r.fingerprint(1, 32)
+    assert fp["gpu_name"] == "none" and fp["precision"] == r.precision and fp["cuda"]
+
+
+@pytest.mark.parametrize(("name", "provider"), [("gpu-ort", "CUDAExecutionProvider"), ("gpu-trt", "Tensorrt")])
+def test_onnx_gpu_runners_say_which_provider_is_missing(name: str, provider: str, model_and_onnx) -> None:
+    import onnxruntime as ort
+
+    _, art, _ = model_and_onnx
+    r = get_runner(name)
+    if any(p.startswith(provider) for p in ort.get_available_providers()) and torch.cuda.is_available():
+        return
+    avail = r.availability()
+    assert not avail.available and (provider in avail.reason or "CUDA" in avail.reason)
+    with pytest.raises(RunnerUnavailableError, match=name):
+        r.load(art.path)
+
+
+def test_gpu_runner_precision_is_validated() -> None:
+    from evaluators.runners.gpu import TorchGpuRunner
+
+    with pytest.raises(ValueError, match="valid: fp16, bf16"):
+        TorchGpuRunner(precision="int4")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["gpu", "gpu-bf16"])
+def test_torch_gpu_runner_agrees_with_fp32(name: str, with_torch_artifact) -> None:
+    model, onnx_path, x = with_torch_artifact
+    r = get_runner(name)
+    assert r.availability().available, r.availability().reason
+    assert isinstance(r, PeakMemory)
+    r.reset_peak_memory()
+    session = r.load(r.prepare(onnx_path, onnx_path.parent, None))
+    logits = r.predict(session, x)
+    r.synchronize()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert logits.dtype == np.float32 and logits.shape == ref.shape
+    assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    assert np.abs(logits - ref).max() < 0.1 * (np.abs(ref).max() + 1)
+    assert r.peak_memory_mb() > 0
+    fp = r.fingerprint(1, 32)
+    assert fp["gpu_name"] != "none" and fp["gpu_driver"] and fp["memory_format"] == "channels_last"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_onnx_cuda_runner_matches_torch(model_and_onnx) -> None:
+    model, art, x = model_and_onnx
+    r = get_runner("gpu-ort")
+    if not r.availability().available:
+        pytest.skip(r.availability().reason)
+    logits = r.predict(r.load(art.path), x)
+    assert check_parity(model, logits, x, atol=1e-2, rtol=1e-2).ok
 
 
 def test_cpu_runner_matches_torch(model_and_onnx) -> None:
@@ -62,7 +175,7 @@ def test_edge_runner_needs_calibration(model_and_onnx, tmp_path: Path) -> None:
 def test_unknown_runner_lists_known() -> None:
     with pytest.raises(UnknownNameError, match="Available: cpu, edge"):
         get_runner("tpu")
-    assert set(RUNNER_NAMES) >= {"cpu", "edge"}
+    assert set(RUNNER_NAMES) >= {"cpu", "edge", "torch-cpu", "gpu", "gpu-bf16", "gpu-ort", "gpu-trt"}
 
 
 def test_export_failure_is_typed(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def _evaluation(onnx_model, ds_name: str, variant: str, key: str, runner: str = 
         variant,
         "efficientnet",
         runner,
-        "fp32",
+        "int8" if runner == "edge" else "fp32",
         ds,
         key,
         "sweep-1",

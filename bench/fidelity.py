@@ -1,0 +1,55 @@
+"""Benchmark 1, fidelity: cnnselect's reported p50 against a plain onnxruntime timing loop, same process, same session.
+
+Rounds alternate plain loop and cnnselect's ``measure`` on one session, so drift hits both alike; the ratio of the
+medians over rounds must lie within 1.00 +- 0.05.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench import _common as c
+from bench._report import table
+from evaluators.latency import measure
+from evaluators.runners import get_runner
+
+MODELS = ("resnet18", "mobilenetv3_large_100", "efficientnet_b0")
+
+
+def main() -> None:
+    args = c.parser(__doc__).parse_args()
+    size, rounds = (96, 2) if args.quick else (224, 5)
+    s = c.settings(args.quick)
+    runner = get_runner("cpu")
+    rows = []
+    for name in MODELS:
+        with tempfile.TemporaryDirectory() as tmp:
+            sess = runner.load(c.onnx_at(c.model(name), size, Path(tmp)))
+            x = c.images(1, size)
+            ours, plain = [], []
+            for _ in range(rounds):
+                res = measure(lambda: runner.predict(sess, x), runner.synchronize, 1, s)  # noqa: B023
+                ours.append(res.percentile(50))
+                plain.append(c.plain_p50(lambda: sess.run(None, {"input": x}), len(res.samples_ms)))  # noqa: B023
+        ratio = statistics.median(ours) / statistics.median(plain)
+        rows.append(
+            {
+                "model": name,
+                "cnnselect p50 ms": statistics.median(ours),
+                "plain loop p50 ms": statistics.median(plain),
+                "ratio": ratio,
+                "within 1.00±0.05": "yes" if abs(ratio - 1) <= 0.05 else "NO",
+            }
+        )
+    body = (
+        f"onnxruntime CPU runner (FP32, all cores), batch 1, {size}x{size}, seeded random weights (timing does not "
+        f"depend on them); {rounds} alternating rounds per model, median of the per-round p50s. Target: ratio "
+        f"within 1.00 ± 0.05.\n\n" + table(rows, list(rows[0]))
+    )
+    c.emit("fidelity", "1. Latency fidelity: cnnselect p50 vs a plain onnxruntime loop", body, args.no_write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Promote each team's champion after every evaluation sweep.
+
+### cnn_promotion
+
+Scheduled by the `cnnselect://evaluations` asset, which `cnn_evaluation` emits on success. For each team file
+(`cnnselect/teams/*.yaml`, or `CNNSELECT_TEAMS_DIR`), pick the winner under the team's constraints and move the team's
+alias (`team-<name>`) on the dataset's registered model (`cnnselect-<dataset>`).
+
+**Flow:** `list_teams` (validates every team file) -> `promote` (one mapped task per team) -> `report`.
+
+- **Idempotent:** a rerun with nothing new moves nothing and records nothing.
+- **Serialized per team:** a PostgreSQL advisory lock on a PostgreSQL store, a file lock otherwise.
+- **Anti-flapping:** the champion changes only when the challenger wins beyond noise (the team's declared margin or
+  non-overlapping confidence intervals), or the champion became infeasible, stale (another fingerprint or evaluator
+  version) or unusable (deleted, artifact missing).
+- **History:** every move is a run in the `cnnselect/promotions` experiment with `evidence.json`, and tags
+  `cnnselect.promotion.<team>.*` on the versions.
+- **Cold start:** when nothing qualifies, the team's task reports the selection guide's shortlist to measure first.
+
+**Params:** `teams` (names; empty = every team file), `teams_dir` (empty = the default folder).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+EVALUATIONS = Asset("cnnselect://evaluations")
+
+
+@dag(
+    dag_id="cnn_promotion",
+    schedule=[EVALUATIONS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["cnnselect", "promotion"],
+    doc_md=__doc__,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "execution_timeout": timedelta(minutes=10),
+        "queue": "default",
+    },
+    params={
+        "teams": Param([], type="array", description="team names; empty = every team file"),
+        "teams_dir": Param("", type="string", description="folder of team YAML files; empty = the default"),
+    },
+)
+def cnn_promotion() -> None:
+    @task
+    def list_teams() -> list[str]:
+        from registry.teams import list_teams as all_teams
+
+        params = get_current_context()["params"]
+        known = [t.name for t in all_teams(params["teams_dir"] or None)]
+        return list(params["teams"]) or known
+
+    @task(map_index_template="{{ team_label }}")
+    def promote(team: str) -> dict:
+        from registry.client import Registry
+        from registry.promotion import promote as promote_team
+
+        context = get_current_context()
+        context["team_label"] = team  # type: ignore[typeddict-unknown-key]
+        registry = Registry(teams_dir=context["params"]["teams_dir"] or None)
+        return promote_team(team, registry, sweep=context["run_id"]).as_dict()
+
+    @task
+    def report(decisions: list[dict]) -> dict:
+        return {d["team"]: f"{d['action']}: v{d['champion']} ({d['reason'][:200]})" for d in decisions}
+
+    report(promote.expand(team=list_teams()))
+
+
+dag = cnn_promotion()
+
+if __name__ == "__main__":
+    dag.test()

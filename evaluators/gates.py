@@ -1,0 +1,307 @@
+"""Great Expectations gates, fail closed: held-out data before any model is evaluated, results before registration.
+
+Each gate turns what it checks into a pandas DataFrame (one row per image, or one row per evaluated model and
+runner), validates it against an expectation suite in an ephemeral GX context and returns a :class:`GateResult`
+holding the full GX validation result (JSON, logged as an MLflow artifact by the caller) and one line per failed
+expectation. Nothing passes vacuously: a missing column, an empty table, a null or a non-finite value fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluators.data import DatasetManifest
+
+DATA_SUITE = "cnnselect.heldout_data"
+RESULTS_SUITE = "cnnselect.results"
+ACCURACY_METRICS = ("top1", "top5", "top1_ci_low", "top1_ci_high")
+LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class GateError(ValueError):
+    """A gate failed; ``result`` says which expectations, on what, and holds the GX validation result."""
+
+    def __init__(self, result: GateResult) -> None:
+        super().__init__(result.summary())
+        self.result = result
+
+
+@dataclass(frozen=True)
+class DataGateConfig:
+    """What a usable ImageFolder looks like. ``classes=None`` means: the classes found on disk."""
+
+    classes: tuple[str, ...] | None = None
+    min_rows: int = 50  # held-out images at least
+    min_rows_other: int = 1  # images per other split at least
+    min_size: int = 8  # pixels, each side
+    max_size: int = 4096
+    channels: tuple[int, ...] = (1, 3)  # L or RGB; convert RGBA/P/CMYK before use
+
+
+@dataclass(frozen=True)
+class ResultsGateConfig:
+    # std/mean of the per-inference samples; enforced when the window medians did not agree (latency_stable = 0)
+    max_latency_cov: float = field(
+        default_factory=lambda: float(os.environ.get("CNNSELECT_GATE_MAX_LATENCY_COV", "0.5"))
+    )
+    params_rel_tolerance: float = 0.05  # against the published figure, classifier head set aside
+
+
+@dataclass
+class GateResult:
+    suite: str
+    subject: str  # what was validated: a dataset digest, or "<variant>/<runner>"
+    success: bool
+    failures: list[str] = field(default_factory=list)
+    validation: dict[str, Any] = field(default_factory=dict)  # GX's ExpectationSuiteValidationResult as JSON
+
+    def summary(self) -> str:
+        if self.success:
+            return f"gate {self.suite} passed for {self.subject}"
+        return f"gate {self.suite} failed for {self.subject}: " + "; ".join(self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "subject": self.subject,
+            "success": self.success,
+            "failures": self.failures,
+            "validation": self.validation,
+        }
+
+
+def _gx() -> tuple[Any, Any, Any]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from workers without network
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return gx, gxe, context
+
+
+def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite: str, subject: str) -> GateResult:
+    """Validate each named frame against its expectations; one result with every failure named."""
+    gx, _, context = _gx()
+    source = context.data_sources.add_pandas(name="cnnselect")
+    failures: list[str] = []
+    validations: dict[str, Any] = {}
+    for part, df in frames.items():
+        asset = source.add_dataframe_asset(name=part)
+        batch_def = asset.add_batch_definition_whole_dataframe(f"{part}-whole")
+        s = context.suites.add(gx.ExpectationSuite(name=f"{suite}.{part}"))
+        for expectation in suites[part]:
+            s.add_expectation(expectation)
+        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = batch.validate(s, result_format="SUMMARY")
+        validations[part] = result.to_json_dict()
+        for r in result.results:
+            if r.success:
+                continue
+            cfg = r.expectation_config
+            kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
+            seen = r.result or {}
+            detail = next(
+                (seen[k] for k in ("partial_unexpected_list", "partial_missing_list", "observed_value") if seen.get(k)),
+                None,
+            )
+            raised = (r.exception_info or {}).get("exception_message") if r.exception_info else None
+            failures.append(f"[{part}] {cfg.type} {kwargs}: " + (f"error {raised}" if raised else f"saw {detail!r}"))
+    return GateResult(suite, subject, not failures, failures, validations)
+
+
+# --- held-out data ------------------------------------------------------------------------------------------------
+
+
+def image_rows(manifest: DatasetManifest) -> Any:
+    """One row per image file of every split (skipped ones included): what decodes, its size, channels, hash."""
+    import pandas as pd
+
+    from evaluators.data import decode_image
+
+    rows: list[dict[str, Any]] = []
+    for split, sm in sorted(manifest.splits.items()):
+        for rel, why in sorted(sm.skipped.items()):
+            rows.append(dict(split=split, path=rel, label=Path(rel).parent.name, sha256=None, decodes=False, error=why))
+        for rel in sorted(sm.files):
+            data = (manifest.root / rel).read_bytes()
+            row: dict[str, Any] = dict(split=split, path=rel, label=Path(rel).parent.name)
+            row["sha256"] = hashlib.sha256(data).hexdigest()
+            try:
+                img = decode_image(data, rel)
+                row.update(decodes=True, width=img.width, height=img.height, channels=len(img.getbands()))
+                img.close()
+            except Exception as exc:  # the file changed since the scan
+                row.update(decodes=False, error=str(exc))
+            rows.append(row)
+    columns = ["split", "path", "label", "sha256", "decodes", "width", "height", "channels", "error"]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("width", "height", "channels"):
+        df[col] = df[col].astype("Float64")
+    return df
+
+
+def _data_expectations(gxe: Any, cfg: DataGateConfig, classes: Sequence[str], min_rows: int) -> list[Any]:
+    cols = ("split", "path", "label", "sha256", "decodes", "width", "height", "channels")
+    ex: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in cols]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in cols]  # an empty column is all nulls: fails
+    ex += [
+        gxe.ExpectTableRowCountToBeBetween(min_value=max(1, min_rows)),
+        gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_size, max_value=cfg.max_size),
+        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_size, max_value=cfg.max_size),
+        gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[float(c) for c in cfg.channels]),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes)),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(classes)),
+        gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=_SHA256),
+        gxe.ExpectColumnValuesToBeUnique(column="sha256"),  # no duplicate image within the split
+        gxe.ExpectColumnValuesToBeUnique(column="path"),
+    ]
+    return ex
+
+
+def check_data(manifest: DatasetManifest, config: DataGateConfig | None = None) -> GateResult:
+    """The held-out data suite, per split, plus one suite across splits (no image in two splits, by content)."""
+    import pandas as pd
+
+    _, gxe, _ = _gx()
+    cfg = config or DataGateConfig()
+    classes = tuple(cfg.classes) if cfg.classes is not None else tuple(manifest.classes)
+    rows = image_rows(manifest)
+    frames: dict[str, Any] = {}
+    suites: dict[str, list[Any]] = {}
+    for split in sorted(set(manifest.splits) | {"heldout"}):
+        frames[split] = rows[rows["split"] == split].reset_index(drop=True)
+        suites[split] = _data_expectations(
+            gxe, cfg, classes, cfg.min_rows if split == "heldout" else cfg.min_rows_other
+        )
+    # across splits: a hash seen in two splits is a leak; duplicates within a split are the per-split suites' job
+    per_split = rows.dropna(subset=["sha256"]).drop_duplicates(["split", "sha256"])
+    frames["across_splits"] = pd.DataFrame({"sha256": per_split["sha256"].to_numpy()})
+    suites["across_splits"] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToNotBeNull(column="sha256"),
+        gxe.ExpectColumnValuesToBeUnique(column="sha256"),
+    ]
+    subject = f"dataset {manifest.name} ({manifest.digest[:12]})"
+    result = _validate(frames, suites, DATA_SUITE, subject)
+    bad = rows[rows["decodes"] != True]  # noqa: E712 (a pandas mask, not a truth test)
+    if len(bad):  # name the files, not only the column: the fix is to delete or replace them
+        shown = "; ".join(f"{p} ({e})" for p, e in zip(bad["path"][:10], bad["error"][:10], strict=True))
+        result.failures.append(f"{len(bad)} image(s) do not decode: {shown}" + (" ..." if len(bad) > 10 else ""))
+    return result
+
+
+# --- results ------------------------------------------------------------------------------------------------------
+
+
+def comparable_params(model: Any, published_params_m: float | None, pretrained_classes: int = 1000) -> dict[str, float]:
+    """Parameters without the classifier head, measured and published, so a 10-class head compares to a 1000-class one.
+
+    The published figure counts a ``pretrained_classes``-way linear head (``in_features * classes + classes``); the
+    measured model's head (``get_classifier()``, timm's API) is subtracted from the measured count, and a head of the
+    same input width is subtracted from the published figure. Models without ``get_classifier`` return nothing (the
+    check is then skipped, and the result says so).
+    """
+    if published_params_m is None or not hasattr(model, "get_classifier"):
+        return {}
+    head = model.get_classifier()
+    head_params = sum(p.numel() for p in head.parameters()) if hasattr(head, "parameters") else 0
+    in_features = getattr(head, "in_features", None)
+    if in_features is None:
+        return {}
+    total = sum(p.numel() for p in model.parameters())
+    published_head = in_features * pretrained_classes + pretrained_classes
+    return {
+        "params_backbone_m": (total - head_params) / 1e6,
+        "published_backbone_params_m": published_params_m - published_head / 1e6,
+    }
+
+
+def results_rows(evaluations: Iterable[Mapping[str, Any]]) -> Any:
+    """One row per (variant, runner): its metrics, non-finite values as nulls (so they fail ``not null``)."""
+    import pandas as pd
+
+    rows = []
+    for ev in evaluations:
+        m = dict(ev.get("metrics", {}))
+        row: dict[str, Any] = {"variant": ev.get("variant"), "runner": ev.get("runner")}
+        for k, v in m.items():
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                f = math.nan
+            row[k] = f if math.isfinite(f) else None
+        cov, stable = row.get("latency_cov"), row.get("latency_stable")
+        if cov is not None:  # stable windows (robust medians agree) excuse a CoV inflated by a few stalls
+            row["latency_cov_unstable"] = 0.0 if stable == 1.0 else cov
+        pub, own = row.get("published_backbone_params_m"), row.get("params_backbone_m")
+        if pub is not None and own is not None and pub > 0:
+            row["params_rel_diff"] = abs(own - pub) / pub
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in df.columns:
+        if col not in ("variant", "runner"):
+            df[col] = df[col].astype("Float64")
+    return df
+
+
+def check_results(
+    evaluations: Sequence[Mapping[str, Any]], config: ResultsGateConfig | None = None, subject: str | None = None
+) -> GateResult:
+    """The results suite over one or more evaluations: ``{"variant", "runner", "metrics": {...}}`` each."""
+    cfg = config or ResultsGateConfig()
+    _, gxe, _ = _gx()
+    df = results_rows(evaluations)
+    needed = (*ACCURACY_METRICS, *LATENCY_METRICS, "latency_cov", "latency_cov_unstable", "size_mb", "params_m")
+    ex: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    ex += [gxe.ExpectColumnToExist(column=c) for c in ("variant", "runner", *needed)]
+    measured = [c for c in df.columns if c not in ("variant", "runner", *needed)]
+    ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("variant", "runner", *needed, *measured)]  # finite
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in ACCURACY_METRICS]
+    ex += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, strict_min=True) for c in LATENCY_METRICS]
+    ex += [
+        gxe.ExpectColumnValuesToBeBetween(column="latency_cov", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="latency_cov_unstable", min_value=0.0, max_value=cfg.max_latency_cov),
+        gxe.ExpectColumnValuesToBeBetween(column="size_mb", min_value=0.0, strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="params_m", min_value=0.0, strict_min=True),
+    ]
+    if "params_rel_diff" in df.columns:  # only entries with a published figure and a comparable head
+        ex.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="params_rel_diff", min_value=0.0, max_value=cfg.params_rel_tolerance
+            )
+        )
+    if subject is None:
+        subject = ", ".join(f"{e.get('variant')}/{e.get('runner')}" for e in evaluations) or "no evaluations"
+    return _validate({"evaluations": df}, {"evaluations": ex}, RESULTS_SUITE, subject)
+
+
+def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_dir: Path) -> Path:
+    """The results gate for one ``registry.tracking.Evaluation`` before it is logged and registered.
+
+    Adds the head-free parameter counts to ``ev.metrics`` (so they are logged), validates, writes the GX result to
+    ``out_dir/cnnselect.results.json`` and returns that path (the caller logs it with the run); raises
+    :class:`GateError` (holding the result) when the gate fails, so nothing is registered for this item.
+    """
+    import json
+
+    ev.metrics.update(comparable_params(model, published_params_m))
+    result = check_results([{"variant": ev.variant, "runner": ev.runner, "metrics": ev.metrics}])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{RESULTS_SUITE}.json"
+    path.write_text(json.dumps(result.to_json(), indent=1, default=str))
+    if not result.success:
+        raise GateError(result)
+    return path

@@ -1,0 +1,246 @@
+"""Promotion: move each team's alias to its winner, serialized per team, without flapping, with the evidence kept.
+
+MLflow keeps no alias history (mlflow#2169), so every move is also a run in the ``cnnselect/promotions`` experiment
+(constraints snapshot, champion, winner, runner-up, every rejected candidate and why, in ``evidence.json``) and tags
+on the versions involved (``cnnselect.promotion.<team>.*``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from registry import names
+from registry.errors import NoCandidatesError, NoFeasibleModelError, PromotionLockedError
+from registry.selection import Candidate, Verdict, judge, rank, score
+from registry.teams import Team
+
+if TYPE_CHECKING:
+    from registry.client import Answer, Registry
+
+Action = Literal["promoted", "kept", "none"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    team: str
+    action: Action
+    reason: str
+    previous: str | None  # champion version before
+    champion: str | None  # champion version after
+    run_id: str | None = None  # the promotions run that records a move
+    shortlist: tuple[str, ...] = ()  # cold start: what to measure first when nothing qualifies
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lock_key(team: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"cnnselect.promotion.{team}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def team_lock(registry: Registry, team: str, blocking: bool = True) -> Iterator[str]:
+    """One promotion per team at a time; yields the mechanism's name.
+
+    A PostgreSQL advisory lock on a PostgreSQL store (good across machines), else a file lock under
+    ``CNNSELECT_HOME/locks`` (one machine: SQLite stores, or a tracking server used from one Airflow worker host).
+    """
+    names.validate_team_name(team)
+    if registry.index.dialect == "postgresql":
+        import sqlalchemy as sa
+
+        key = _lock_key(team)
+        with registry.index.engine.connect() as conn:
+            if blocking:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            elif not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise PromotionLockedError(f"a promotion for team {team!r} is running (PostgreSQL advisory lock)")
+            conn.commit()
+            try:
+                yield "postgresql-advisory-lock"
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    from filelock import FileLock, Timeout
+
+    folder = registry.settings.home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"promotion-{team}.lock"), timeout=-1 if blocking else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise PromotionLockedError(f"a promotion for team {team!r} is running (file lock {lock.lock_file})") from None
+    try:
+        yield "file-lock"
+    finally:
+        lock.release()
+
+
+def beats(challenger: Candidate, champion: Candidate, team: Team) -> str | None:
+    """Why the challenger wins beyond measurement noise, or None when the difference is within it."""
+    k, policy = team.constraints, team.promotion
+    gain = score(champion, k) - score(challenger, k)  # > 0: challenger better on the objective
+    if policy.margin > 0 and gain > policy.margin:
+        return f"{k.objective} better by {gain:.4g} > declared margin {policy.margin:g}"
+    if policy.require_disjoint_intervals and k.objective == "top1":
+        low, high = challenger.metric("top1_ci_low"), champion.metric("top1_ci_high")
+        if low > high:  # NaN compares False: no interval, no claim
+            return f"top-1 intervals disjoint: challenger lower bound {low:.4g} > champion upper bound {high:.4g}"
+    if policy.require_disjoint_intervals and k.objective == "latency":
+        ub, point = challenger.metric(k.latency_metric.replace("_ms", "_ub_ms")), champion.metric(k.latency_metric)
+        if ub < point:
+            return f"latency: challenger upper bound {ub:.4g} ms < champion estimate {point:.4g} ms"
+    if policy.margin == 0 and k.objective in ("size", "weighted") and gain > 0:
+        return f"{k.objective} better by {gain:.4g} (deterministic figure, no margin declared)"
+    return None
+
+
+def why_replace(champion: Candidate | None, version: str | None, best: Answer, team: Team) -> str | None:
+    """The reason to move the alias, or None to keep the champion (anti-flapping)."""
+    if version is None:
+        return "no champion yet"
+    if champion is None:
+        return f"champion v{version} is no longer a usable candidate (deleted, failed or artifact missing)"
+    if champion.fingerprint != best.candidate.fingerprint:
+        return f"champion v{version} is stale: measured on fingerprint {champion.fingerprint}, target now on " + (
+            best.candidate.fingerprint
+        )
+    if champion.evaluator_version != names.EVALUATOR_VERSION:
+        return f"champion v{version} is stale: evaluator version {champion.evaluator_version or '?'}"
+    verdict = judge(champion, team.constraints)
+    if verdict.label != "feasible":
+        return f"champion v{version} became {verdict.label}: " + "; ".join(c.describe() for c in verdict.failed)
+    win = beats(best.candidate, champion, team)
+    return f"challenger v{best.candidate.version} wins: {win}" if win else None
+
+
+def _figures(v: Verdict | None) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    c = v.candidate
+    return {"version": c.version, "variant": c.variant, "uri": c.uri, "label": v.label, "metrics": c.metrics}
+
+
+def evidence(team: Team, best: Answer, champion: Candidate | None, reason: str) -> dict[str, Any]:
+    k = team.constraints
+    ranked = [v for v in rank(best.verdicts, k) if v.label == "feasible"]
+    return {
+        "team": team.name,
+        "constraints": k.model_dump(mode="json"),
+        "policy": team.promotion.model_dump(mode="json"),
+        "reason": reason,
+        "winner": _figures(best.verdict),
+        "runner_up": _figures(ranked[1] if len(ranked) > 1 else None),
+        "previous_champion": _figures(judge(champion, k)) if champion else None,
+        "rejected": [
+            {"version": v.candidate.version, "variant": v.candidate.variant, "label": v.label, "why": v.describe()}
+            for v in best.verdicts
+            if v.label != "feasible"
+        ],
+    }
+
+
+def _record(registry: Registry, team: Team, best: Answer, previous: str | None, ev: dict[str, Any], sweep: str) -> str:
+    """The move as a finished run in the promotions experiment, plus tags on the versions involved."""
+    client = registry.client
+    exp = client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT)
+    if exp is None:
+        location = None
+        if registry.settings.is_local_store:
+            location = (registry.settings.artifact_root / "promotions").resolve().as_uri()
+        try:
+            exp_id = client.create_experiment(names.PROMOTIONS_EXPERIMENT, artifact_location=location)
+        except Exception:  # created concurrently by another team's promotion
+            exp_id = client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    new, model = best.candidate.version, best.candidate.model_name
+    tags = {
+        names.TAG_TEAM: team.name,
+        names.TAG_DATASET: team.constraints.dataset,
+        names.TAG_SWEEP: sweep,
+        "cnnselect.promotion.model": model,
+        "cnnselect.promotion.from_version": previous or "",
+        "cnnselect.promotion.to_version": new,
+        "cnnselect.promotion.reason": ev["reason"][:4000],
+    }
+    run = client.create_run(exp_id, run_name=f"{team.name}: v{previous or '-'} -> v{new}", tags=tags)
+    rid = run.info.run_id
+    for key, value in best.candidate.metrics.items():
+        client.log_metric(rid, f"winner_{key}", value)
+    client.log_dict(rid, ev, "evidence.json")
+    client.set_terminated(rid, "FINISHED")
+    stamp = str(int(time.time() * 1000))
+    for field, value in {"promoted_at": stamp, "run_id": rid, "reason": ev["reason"][:4000]}.items():
+        client.set_model_version_tag(model, new, names.promotion_tag(team.name, field), value)
+    if previous and previous != new:
+        with contextlib.suppress(Exception):  # the previous champion may have been deleted
+            client.set_model_version_tag(model, previous, names.promotion_tag(team.name, "demoted_at"), stamp)
+            client.set_model_version_tag(model, previous, names.promotion_tag(team.name, "demoted_by"), rid)
+    return str(rid)
+
+
+def promote(which: Team | str, registry: Registry | None = None, *, blocking: bool = True, sweep: str = "") -> Decision:
+    """Pick the team's winner and move its alias when the anti-flapping rule allows; idempotent."""
+    from registry import default_registry
+
+    reg = registry or default_registry()
+    team = reg.team(which) if isinstance(which, str) else which
+    k = team.constraints
+    model, alias = names.registered_model_name(k.dataset), names.team_alias(team.name)
+    with team_lock(reg, team.name, blocking=blocking):
+        reg.invalidate(k.dataset)  # decide on what the store holds now, inside the lock
+        snap = reg.index.snapshot(model)
+        previous = snap.aliases.get(alias)
+        found = [c for c in snap.candidates if c.version == previous]
+        champion = found[0] if found and reg.artifact_ok(found[0], snap.verified) else None
+        try:
+            best = reg.get_best(k)
+        except (NoCandidatesError, NoFeasibleModelError) as exc:
+            shortlist = tuple(reg.recommend(k))
+            why_none = f"{exc}; measure first: {', '.join(shortlist)}"
+            return Decision(team.name, "none", why_none, previous, previous, None, shortlist)
+        if best.candidate.version == previous:
+            return Decision(team.name, "kept", "champion is still the best", previous, previous)
+        reason = why_replace(champion, previous, best, team)
+        if reason is None:
+            why = f"challenger v{best.candidate.version} does not beat champion v{previous} beyond noise"
+            return Decision(team.name, "kept", why, previous, previous)
+        reg.client.set_registered_model_alias(model, alias, best.candidate.version)
+        run_id = _record(reg, team, best, previous, evidence(team, best, champion, reason), sweep)
+        reg.invalidate(k.dataset)
+        return Decision(team.name, "promoted", reason, previous, best.candidate.version, run_id)
+
+
+def history(team: str, registry: Registry | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Every alias move for the team on its dataset (default: the team's current one), newest first."""
+    from registry import default_registry
+
+    reg = registry or default_registry()
+    dataset = names.validate_name("dataset", dataset or reg.team(team).constraints.dataset)
+    exp = reg.client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT)
+    if exp is None:
+        return []
+    runs = reg.client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{names.TAG_TEAM}` = '{names.validate_team_name(team)}' "
+        f"and tags.`{names.TAG_DATASET}` = '{dataset}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "from_version": r.data.tags.get("cnnselect.promotion.from_version") or None,
+            "to_version": r.data.tags.get("cnnselect.promotion.to_version"),
+            "reason": r.data.tags.get("cnnselect.promotion.reason"),
+        }
+        for r in runs
+    ]
