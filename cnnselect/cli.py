@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from catalog import UnknownNameError
     from registry.errors import InvalidNameError, NoCandidatesError, NoFeasibleModelError, RegistryError
+    from registry.retry import TrackingStoreBusyError, TrackingUnavailableError
 
     usage = (ValidationError, UnknownNameError, InvalidNameError, ValueError, KeyError, RegistryError)
     try:
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, "Interrupted", "interrupted", EXIT_INTERRUPTED)
     except (NoCandidatesError, NoFeasibleModelError) as exc:
         return _fail(args, type(exc).__name__, str(exc), EXIT_INFEASIBLE)
+    except (TrackingUnavailableError, TrackingStoreBusyError) as exc:  # after bounded retries
+        return _fail(args, type(exc).__name__, str(exc), EXIT_STORE)
     except usage as exc:
         return _fail(args, type(exc).__name__, str(exc).strip('"'), EXIT_USAGE)
     except Exception as exc:
@@ -408,9 +411,10 @@ def _is_store_error(exc: BaseException) -> bool:
 
 
 def _tracking_uri() -> str:
+    from registry.retry import redact
     from registry.settings import Settings
 
-    return Settings().resolved_tracking_uri
+    return redact(Settings().resolved_tracking_uri)
 
 
 if __name__ == "__main__":

@@ -73,10 +73,16 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
 def cnn_evaluation() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def prepare_data() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from cnnselect import jobs
+        from evaluators.gates import GateError
 
         params = get_current_context()["params"]
-        return jobs.prepare_data(params["dataset_dir"] or None)
+        try:
+            return jobs.prepare_data(params["dataset_dir"] or None)
+        except GateError as exc:  # the data will not fix itself: fail at once, the report is in MLflow
+            raise AirflowFailException(str(exc)) from exc
 
     @task(execution_timeout=timedelta(minutes=10))
     def plan(dataset: dict) -> list[str]:

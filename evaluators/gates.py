@@ -78,33 +78,45 @@ class GateResult:
         }
 
 
+_CONTEXT: list[Any] = []  # one ephemeral context per process (each new one creates a temporary docs folder)
+
+
 def _gx() -> tuple[Any, Any, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from workers without network
+    import logging
+
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return gx, gxe, context
+    if not _CONTEXT:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        _CONTEXT.append(context)
+    return gx, gxe, _CONTEXT[0]
 
 
 def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite: str, subject: str) -> GateResult:
     """Validate each named frame against its expectations; one result with every failure named."""
+    import uuid
+
     gx, _, context = _gx()
-    source = context.data_sources.add_pandas(name="cnnselect")
+    tag = uuid.uuid4().hex[:12]  # names unique within the shared context; removed again below
+    source = context.data_sources.add_pandas(name=f"cnnselect-{tag}")
     failures: list[str] = []
     validations: dict[str, Any] = {}
     for part, df in frames.items():
         asset = source.add_dataframe_asset(name=part)
         batch_def = asset.add_batch_definition_whole_dataframe(f"{part}-whole")
-        s = context.suites.add(gx.ExpectationSuite(name=f"{suite}.{part}"))
+        s = context.suites.add(gx.ExpectationSuite(name=f"{suite}.{part}.{tag}"))
         for expectation in suites[part]:
             s.add_expectation(expectation)
         batch = batch_def.get_batch(batch_parameters={"dataframe": df})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = batch.validate(s, result_format="SUMMARY")
+        context.suites.delete(s.name)
         validations[part] = result.to_json_dict()
         for r in result.results:
             if r.success:
@@ -118,6 +130,7 @@ def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite:
             )
             raised = (r.exception_info or {}).get("exception_message") if r.exception_info else None
             failures.append(f"[{part}] {cfg.type} {kwargs}: " + (f"error {raised}" if raised else f"saw {detail!r}"))
+    context.data_sources.delete(source.name)
     return GateResult(suite, subject, not failures, failures, validations)
 
 

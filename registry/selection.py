@@ -195,7 +195,8 @@ def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, li
     if not pool:
         raise NoCandidatesError(
             f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
-            f"precision {k.effective_precision}" + (f", threads {k.threads}" if k.threads else "")
+            f"precision {k.effective_precision}"
+            + (f", threads {k.threads}" if k.threads else "")
             + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
         )
     verdicts = [judge(c, k) for c in pool]

@@ -172,6 +172,9 @@ class OnnxGpuRunner(OnnxCpuRunner):
         avail = self.availability()
         if not avail.available:
             raise RunnerUnavailableError(f"runner {self.name!r}: {avail.reason}")
+        from evaluators.onnx_safety import check_onnx_file
+
+        check_onnx_file(artifact)  # external data must stay inside the model's folder
         session = ort.InferenceSession(str(artifact), self.session_options(), providers=self._providers())
         got = session.get_providers()
         if got[0] != self.provider:  # onnxruntime falls back to the CPU when a provider fails

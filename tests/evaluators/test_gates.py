@@ -1,6 +1,7 @@
 """The Great Expectations gates on real folders and real metrics: what passes, what fails, and why it says so."""
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_results_gate_passes_good_metrics() -> None:
     ],
 )
 def test_results_gate_fails_bad_metrics(change: dict, column: str) -> None:
-    r = check_results([_ev(**change)])
+    r = check_results([_ev(**change)], ResultsGateConfig(max_latency_cov=0.5))
     assert not r.success and any(f"'column': '{column}'" in f for f in r.failures), r.failures
 
 
@@ -156,7 +157,8 @@ def test_results_gate_missing_metric_or_no_rows_fails() -> None:
     assert not r.success and any("expect_column_to_exist {'column': 'latency_cov'}" in f for f in r.failures)
     assert not check_results([]).success
     assert not check_results([_ev()], ResultsGateConfig(max_latency_cov=0.05)).success
-    assert check_results([_ev(latency_cov=3.0, latency_stable=1.0)]).success  # stalls, but the windows agree
+    assert check_results([_ev(latency_cov=3.0, latency_stable=1.0)], ResultsGateConfig(0.5)).success  # windows agree
+    assert ResultsGateConfig().max_latency_cov == float(os.environ["CNNSELECT_GATE_MAX_LATENCY_COV"])
 
 
 def test_params_compare_without_the_head() -> None:

@@ -136,6 +136,8 @@ def celery_stack(root: Path, airflow_db: str, mlflow_db: str, broker: str) -> St
             "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ml_port}",
             "CNNSELECT_HOME": str(root / "cnnselect"),
             "CNNSELECT_LATENCY_LOCK": str(root / "latency.lock"),
+            # the stack's own processes share the cores: pass the suite's gate setting on (tests/conftest.py says why)
+            "CNNSELECT_GATE_MAX_LATENCY_COV": os.environ.get("CNNSELECT_TEST_GATE_MAX_LATENCY_COV", "1e9"),
         }
     )
     (root / "airflow").mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,12 @@ dag-processor) with the CeleryExecutor and two workers on different queues. Trig
 checked through MLflow's REST API."""
 
 import re
+import urllib.parse
 import uuid
 
 import pytest
 
-from tests.conftest import fresh_postgres_db, port_open, service_missing
+from tests.conftest import free_port, fresh_postgres_db, port_open, service_missing
 from tests.integration.stack import BIN, Stack, celery_stack, http, http_ok, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,7 +21,7 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
     if not port_open("127.0.0.1", 6379):
         service_missing("Redis", "nothing listens on 127.0.0.1:6379")
     root = tmp_path_factory.mktemp("celery-stack")
-    broker = f"redis://127.0.0.1:6379/{uuid.uuid4().int % 14 + 1}"
+    broker = f"redis://127.0.0.1:6379/{_idle_redis_db()}"
     mlflow_db = fresh_postgres_db(postgres_admin_uri)
     s = celery_stack(root, fresh_postgres_db(postgres_admin_uri), mlflow_db, broker)
     try:
@@ -71,6 +72,7 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
                 "edge@cnnselect",
                 "--concurrency",
                 "1",
+                env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},  # two workers, one host
             ),
         ]
         wait_for(
@@ -83,6 +85,19 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
         yield s
     finally:
         s.stop()
+
+
+def _idle_redis_db() -> int:
+    """A Redis DB no client is connected to, so no stray worker can take this test's tasks."""
+    import redis
+
+    busy = {int(c.get("db", 0)) for c in redis.Redis(host="127.0.0.1", port=6379).client_list()}
+    free = [n for n in range(1, 16) if n not in busy]
+    if not free:
+        pytest.fail(f"every Redis DB 1-15 has clients connected: {sorted(busy)}")
+    db = free[uuid.uuid4().int % len(free)]
+    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    return db
 
 
 def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> None:
@@ -107,8 +122,13 @@ def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> 
     # each queue's tasks ran on the worker that listens to it, and only there
     edge_log = (stack.root / "worker-edge.log").read_text(errors="replace")
     default_log = (stack.root / "worker-default.log").read_text(errors="replace")
-    assert re.search(r"measure_edge", edge_log) and not re.search(r"measure_edge", default_log)
-    assert re.search(r"measure_cpu", default_log) and not re.search(r"measure_cpu", edge_log)
+
+    def ran(task_id: str, log: str) -> bool:
+        return re.search(rf"Executing workload in Celery:.*task_id={task_id}/", log) is not None
+
+    assert ran("measure_edge", edge_log) and not ran("measure_edge", default_log)
+    assert ran("measure_cpu", default_log) and not ran("measure_cpu", edge_log)
+    assert ran("pull", default_log) and not ran("pull", edge_log)
 
     # results landed, read back through MLflow's REST API
     ml = f"{stack.mlflow_url}/api/2.0/mlflow"
@@ -121,7 +141,9 @@ def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> 
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
     assert sorted(t["cnnselect.runner"] for t in tags) == ["cpu", "edge"]
     assert all(t["cnnselect.status"] == "ok" for t in tags)
-    versions = http("POST", f"{ml}/model-versions/search", {"filter": "name = 'cnnselect-digits'"})
+    versions = http(
+        "GET", f"{ml}/model-versions/search?" + urllib.parse.urlencode({"filter": "name = 'cnnselect-digits'"})
+    )
     assert len(versions["model_versions"]) == 2
 
 

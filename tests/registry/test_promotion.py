@@ -34,10 +34,14 @@ def reg(shared_store, tmp_path: Path, ds: str) -> Registry:
 def test_cold_start_promote_idempotent_anti_flapping_stale(reg: Registry, add_version, ds: str) -> None:
     first = promote("vision", reg)
     assert first.action == "none" and first.champion is None
-    assert list(first.shortlist) == recommend(reg.team("vision").constraints) == [
-        "resnet50.tv_in1k",
-        "efficientnet_b2.ra_in1k",
-    ]
+    assert (
+        list(first.shortlist)
+        == recommend(reg.team("vision").constraints)
+        == [
+            "resnet50.tv_in1k",
+            "efficientnet_b2.ra_in1k",
+        ]
+    )
 
     v1 = add_version(ds, "a", top1=0.90, top1_ci_low=0.88, top1_ci_high=0.92)
     d = promote("vision", reg, sweep="s1")
@@ -66,9 +70,10 @@ def test_cold_start_promote_idempotent_anti_flapping_stale(reg: Registry, add_ve
     client = MlflowClient(reg.tracking_uri)
     mv1 = client.get_model_version(names.registered_model_name(ds), v1)
     assert mv1.tags[names.promotion_tag("vision", "demoted_by")] == moves[1]["run_id"]
-    assert client.get_model_version(names.registered_model_name(ds), v4).tags[
-        names.promotion_tag("vision", "run_id")
-    ] == moves[0]["run_id"]
+    assert (
+        client.get_model_version(names.registered_model_name(ds), v4).tags[names.promotion_tag("vision", "run_id")]
+        == moves[0]["run_id"]
+    )
     ev = json.loads(Path(client.download_artifacts(moves[1]["run_id"], "evidence.json")).read_text())
     assert ev["winner"]["version"] == v3 and ev["previous_champion"]["version"] == v1
     assert ev["runner_up"]["variant"] == "b" and ev["constraints"]["min_top1"] == 0.8
