@@ -33,7 +33,10 @@ def machine() -> str:
 
 def write_block(name: str, title: str, body: str, command: str | None = None) -> None:
     """Replace (or append) the block ``name`` in docs/BENCHMARKS.md."""
-    command = command or "python " + " ".join(sys.argv)
+    if command is None:
+        script = Path(sys.argv[0]).resolve()
+        module = f"-m bench.{script.stem}" if script.parent == Path(__file__).resolve().parent else str(script)
+        command = " ".join([".venv/bin/python", module, *sys.argv[1:]])
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     block = (
         f"<!-- bench:{name} -->\n## {title}\n\n"

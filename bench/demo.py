@@ -51,6 +51,7 @@ def main() -> None:
         " (8 epochs, 32 px) and by the latency loops.\n\nWhat the first run printed:\n\n```text\n" + tail + "\n```"
     )
     print(body)
+    print(f"\nstore kept at CNNSELECT_HOME={home}")
     if not a.no_write:
         write_block(f"demo-{a.profile}", f"Main job: `make demo` wall time and incremental rerun ({a.profile})", body,
                     command=f"python -m bench.demo --profile {a.profile}")  # fmt: skip
