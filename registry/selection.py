@@ -57,7 +57,10 @@ class Check:
         if not math.isfinite(self.value):
             return f"{self.constraint}: {self.metric} not measured (or not finite)"
         verb = "meets" if self.passed else "fails"
-        return f"{self.constraint}: {self.metric}={self.value:.4g} {verb} {self.limit:.4g} (margin {self.margin:+.1%})"
+        text = f"{self.constraint}: {self.metric}={self.value:.4g} {verb} {self.limit:.4g} (margin {self.margin:+.1%})"
+        if math.isfinite(self.point) and self.point != self.value:  # the budget was checked on the bound
+            text += f" [confidence bound; point estimate {self.point:.4g}]"
+        return text
 
 
 @dataclass(frozen=True)

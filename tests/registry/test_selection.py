@@ -43,6 +43,8 @@ def test_bounds_decide_feasible_marginal_infeasible() -> None:
     k = Constraints(max_latency_ms=3.1, min_top1=0.85)
     assert judge(cand("a", latency_p95_ub_ms=3.05), k).label == "feasible"
     assert judge(cand("b"), k).label == "marginal"  # point 3.0 passes, bound 3.2 does not
+    explained = judge(cand("b"), k).describe()
+    assert "latency_p95_ms=3.2 fails 3.1 (margin -3.2%) [confidence bound; point estimate 3]" in explained
     assert judge(cand("c", latency_p95_ms=4.0, latency_p95_ub_ms=4.5), k).label == "infeasible"
 
 
