@@ -105,12 +105,21 @@ class Stack:
         for p in reversed(self.procs):
             p.stop()
 
+    def init_airflow(self) -> None:
+        """Migrate the metadata DB and create the pools the DAGs name, as airflow-init does."""
+        self.run(str(BIN / "airflow"), "db", "migrate")
+        for pool in POOLS:
+            self.run(str(BIN / "airflow"), "pools", "set", pool, "1", "cnnselect host pool")
+
     def token(self) -> str:
         return str(http("GET", f"{self.airflow_url}/auth/token")["access_token"])
 
 
-def celery_stack(root: Path, airflow_db: str, mlflow_db: str, broker: str) -> Stack:
-    """PostgreSQL metadata DB, CeleryExecutor on Redis, an MLflow server on PostgreSQL with served artifacts."""
+POOLS = ("cnnselect-cpu-host", "cnnselect-gpu-host")  # what airflow-init creates in docker-compose.yml
+
+
+def local_stack(root: Path, extra_env: dict[str, str]) -> Stack:
+    """Loopback ports, a clean environment and the settings every deployment here shares, plus its own."""
     api_port, ml_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "CNNSELECT"))}
     env.update(
@@ -121,24 +130,35 @@ def celery_stack(root: Path, airflow_db: str, mlflow_db: str, broker: str) -> St
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
             "CNNSELECT_EVALUATION_SCHEDULE": "none",  # no scheduled run competing with the test's manual one
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "true",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
-            "AIRFLOW__CELERY__BROKER_URL": broker,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_db,
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__API__PORT": str(api_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ml_port}",
             "CNNSELECT_HOME": str(root / "cnnselect"),
             "CNNSELECT_LATENCY_LOCK": str(root / "latency.lock"),
             # the stack's own processes share the cores: pass the suite's gate setting on (tests/conftest.py says why)
             "CNNSELECT_GATE_MAX_LATENCY_COV": os.environ.get("CNNSELECT_TEST_GATE_MAX_LATENCY_COV", "1e9"),
         }
     )
+    env.update({k: v.format(ml_port=ml_port) for k, v in extra_env.items()})
     (root / "airflow").mkdir(parents=True, exist_ok=True)
     return Stack(root, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ml_port}")
+
+
+def celery_stack(root: Path, airflow_db: str, broker: str) -> Stack:
+    """PostgreSQL metadata DB, CeleryExecutor on Redis; tasks log to the stack's `mlflow server`."""
+    return local_stack(
+        root,
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_db,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:{ml_port}",
+        },
+    )

@@ -23,11 +23,9 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("celery-stack")
     broker = f"redis://127.0.0.1:6379/{_idle_redis_db()}"
     mlflow_db = fresh_postgres_db(postgres_admin_uri)
-    s = celery_stack(root, fresh_postgres_db(postgres_admin_uri), mlflow_db, broker)
+    s = celery_stack(root, fresh_postgres_db(postgres_admin_uri), broker)
     try:
-        s.run(str(BIN / "airflow"), "db", "migrate")
-        for pool in ("cnnselect-cpu-host", "cnnselect-gpu-host"):
-            s.run(str(BIN / "airflow"), "pools", "set", pool, "1", "cnnselect host pool")
+        s.init_airflow()
         ml_port = s.mlflow_url.rsplit(":", 1)[1]
         procs = [
             s.start(

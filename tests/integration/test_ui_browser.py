@@ -1,14 +1,11 @@
 """The embedded deployment seen in a browser: `airflow standalone` (SQLite, LocalExecutor) and `mlflow ui` on the
 SQLite store, opened in headless Chromium; the screenshots land in docs/ for the README."""
 
-import os
-import secrets
-
 import pytest
 
 from tests import browser
-from tests.conftest import REPO, free_port
-from tests.integration.stack import BIN, Stack, http, http_ok, wait_for
+from tests.conftest import REPO
+from tests.integration.stack import BIN, Stack, http, http_ok, local_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,35 +17,14 @@ DOCS = REPO / "docs"
 def embedded(tmp_path_factory: pytest.TempPathFactory):
     browser.chromium()  # fail (CI) or skip loudly before starting anything
     root = tmp_path_factory.mktemp("embedded")
-    api_port, ml_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW", "CNNSELECT"))}
-    env.update({
-        "PATH": f"{BIN}:{env.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "CNNSELECT_EVALUATION_SCHEDULE": "none",  # no scheduled run competing with the test's manual one
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "true",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "CNNSELECT_HOME": str(root / "cnnselect"),
-        "CNNSELECT_LATENCY_LOCK": str(root / "latency.lock"),
-        # the stack's own processes share the cores: pass the suite's gate setting on (tests/conftest.py says why)
-        "CNNSELECT_GATE_MAX_LATENCY_COV": os.environ.get("CNNSELECT_TEST_GATE_MAX_LATENCY_COV", "1e9"),
-    })  # fmt: skip
-    (root / "airflow").mkdir()
-    s = Stack(root, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ml_port}")
+    s = local_stack(root, {})  # SQLite metadata DB, LocalExecutor (standalone), the SQLite MLflow store
     try:
-        s.run(str(BIN / "airflow"), "db", "migrate")
-        s.run(str(BIN / "airflow"), "pools", "set", "cnnselect-cpu-host", "1", "cnnselect host pool")
-        s.run(str(BIN / "airflow"), "pools", "set", "cnnselect-gpu-host", "1", "cnnselect host pool")
+        s.init_airflow()
         procs = [
             s.start("standalone", str(BIN / "airflow"), "standalone"),
             s.start("mlflow-ui", str(BIN / "mlflow"), "ui", "--backend-store-uri",
-                    f"sqlite:///{root / 'cnnselect' / 'mlflow.db'}", "--host", "127.0.0.1", "--port", str(ml_port)),
+                    f"sqlite:///{root / 'cnnselect' / 'mlflow.db'}", "--host", "127.0.0.1",
+                    "--port", s.mlflow_url.rsplit(":", 1)[1]),
         ]  # fmt: skip
         wait_for("airflow api-server", lambda: http("GET", f"{s.airflow_url}/api/v2/monitor/health"), 300, procs)
         wait_for("mlflow ui", lambda: http_ok(f"{s.mlflow_url}/health"), 300, procs)
