@@ -5,11 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
-from catalog import get_entry
-from catalog.weights import create_model
-from evaluators.export import export_onnx
 from registry import NoFeasibleModelError
 from registry.client import Registry
 from registry.constraints import Constraints
@@ -18,19 +14,14 @@ from registry.tracking import DatasetRef, Evaluation, find_finished, log_evaluat
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory: pytest.TempPathFactory):
-    torch.manual_seed(0)
-    model = create_model(get_entry("test_efficientnet.r160_in1k"), 10).eval()
-    x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
-    art = export_onnx(model, x, tmp_path_factory.mktemp("onnx"))
-    with torch.no_grad():
-        y = model(torch.from_numpy(x)).numpy()
-    return art, x, y
+def onnx_model(tiny_onnx):
+    """The tiny exported model of tests/registry/conftest.py: (onnx path, input batch, torch logits)."""
+    return tiny_onnx
 
 
 def _evaluation(onnx_model, ds_name: str, variant: str, key: str, runner: str = "cpu", **metrics: float) -> Evaluation:
-    art, x, y = onnx_model
-    ds = DatasetRef(ds_name, "d" * 64, str(art.path.parent), tuple("0123456789"), "h" * 64, 450)
+    path, x, y = onnx_model
+    ds = DatasetRef(ds_name, "d" * 64, str(path.parent), tuple("0123456789"), "h" * 64, 450)
     base = {
         "top1": 0.9,
         "top1_ci_low": 0.87,
@@ -53,7 +44,7 @@ def _evaluation(onnx_model, ds_name: str, variant: str, key: str, runner: str = 
         "fp1",
         "w" * 64,
         "scratch",
-        art.path,
+        path,
         x[:1],
         y[:1],
         {"variant": variant},
