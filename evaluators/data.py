@@ -164,11 +164,11 @@ def write_digits(
     Idempotent: an existing tree with a manifest is returned as is. Byte-identical scans are kept once, so no image
     can land in two splits.
     """
-    from sklearn.datasets import load_digits
-
     root = Path(root)
     if (root / MANIFEST).exists():
         return load_manifest(root)
+    from sklearn.datasets import load_digits  # seconds to import: only when the tree is written
+
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     targets = digits.target

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
+from evaluators.runners.base import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+log = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):

@@ -29,10 +29,13 @@ class LatencySettings:
     windows: int = 4
     stable_within: float = 0.10  # last windows' medians agree within 10% (Triton perf_analyzer's rule)
     large_batch: int = 8  # the second measurement's batch size; metrics get the suffix ``_b<large_batch>``; 0: off
+    attempts: int = 3  # an unstable measurement is taken again, up to this many times in all; the last is kept
 
     def __post_init__(self) -> None:
         if self.large_batch < 0 or self.large_batch == 1:
             raise ValueError(f"large_batch {self.large_batch}: use 0 (off) or a batch size of at least 2")
+        if self.attempts < 1:
+            raise ValueError(f"attempts {self.attempts}: at least 1")
 
     @property
     def batch_suffix(self) -> str:
@@ -52,6 +55,7 @@ class LatencyResult:
     batch_size: int
     samples_ms: tuple[float, ...]
     stable: bool
+    attempts: int = 1  # measurements taken to get this one (more than 1: earlier ones were unstable)
 
     def percentile(self, p: float) -> float:
         return float(np.percentile(self.samples_ms, p))
@@ -75,6 +79,7 @@ class LatencyResult:
         m[f"throughput_ips{suffix}"] = 1000.0 * self.batch_size / mean if mean > 0 else float("nan")
         m[f"latency_stable{suffix}"] = float(self.stable)
         m[f"latency_samples{suffix}"] = float(len(a))
+        m[f"latency_attempts{suffix}"] = float(self.attempts)
         return m
 
 
@@ -108,26 +113,49 @@ def measure(
     batch_size: int,
     settings: LatencySettings = LatencySettings(),
     lock_path: Path | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyResult:
-    """Time ``run`` (one inference of ``batch_size``), ``sync`` after each call (CUDA-style runners)."""
+    """Time ``run`` (one inference of ``batch_size``), ``sync`` after each call (CUDA-style runners).
+
+    When the windows disagree, the measurement is taken again (up to ``settings.attempts`` in all) and the first
+    stable one is returned; if none is, the last is returned flagged ``stable=False`` with ``attempts`` set.
+    ``clock`` (seconds) is there for tests that drive the stopping rules with a deterministic workload.
+    """
     with exclusive(lock_path):
-        for _ in range(settings.warmup):
-            run()
+        for attempt in range(1, settings.attempts + 1):
+            result = _measure_once(run, sync, batch_size, settings, attempt, clock)
+            if result.stable:
+                break
+    return result
+
+
+def _measure_once(
+    run: Callable[[], object],
+    sync: Callable[[], None],
+    batch_size: int,
+    settings: LatencySettings,
+    attempt: int,
+    clock: Callable[[], float],
+) -> LatencyResult:
+    for _ in range(settings.warmup):
+        run()
+    sync()
+    samples: list[float] = []
+    start = clock()
+    while True:
+        t0 = clock()
+        run()
         sync()
-        samples: list[float] = []
-        start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            run()
-            sync()
-            samples.append((time.perf_counter() - t0) * 1000.0)
-            elapsed = time.perf_counter() - start
-            if len(samples) >= settings.min_iters and elapsed >= settings.min_seconds:
-                if _stable(samples, settings.windows, settings.stable_within) or elapsed >= settings.max_seconds:
-                    break
-                if len(samples) >= 4 * settings.min_iters and elapsed >= 4 * settings.min_seconds:
-                    break
-    return LatencyResult(batch_size, tuple(samples), _stable(samples, settings.windows, settings.stable_within))
+        t1 = clock()
+        samples.append((t1 - t0) * 1000.0)
+        elapsed = t1 - start
+        if len(samples) >= settings.min_iters and elapsed >= settings.min_seconds:
+            if _stable(samples, settings.windows, settings.stable_within) or elapsed >= settings.max_seconds:
+                break
+            if len(samples) >= 4 * settings.min_iters and elapsed >= 4 * settings.min_seconds:
+                break
+    stable = _stable(samples, settings.windows, settings.stable_within)
+    return LatencyResult(batch_size, tuple(samples), stable, attempt)
 
 
 def measure_batches(

@@ -12,6 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+INPUT_NAME = "input"  # the ONNX graph's input and output names (written by evaluators.export)
+OUTPUT_NAME = "logits"
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -64,11 +67,36 @@ def cpu_info() -> dict[str, str]:
 
 
 def software_versions() -> dict[str, str]:
-    import onnxruntime
-    import timm
-    import torch
+    """Installed versions, read without importing them (a fingerprint costs no torch start-up).
 
-    return {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "timm": timm.__version__}
+    torch's own ``version.py`` is read for its build label (``2.14.1+cu130`` vs ``+cpu``), which the package metadata
+    leaves out; onnxruntime may be installed as ``onnxruntime-gpu``.
+    """
+    import re
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    def installed(*dists: str) -> str:
+        for name in dists:
+            try:
+                dist = distribution(name)
+            except PackageNotFoundError:
+                continue
+            if name == "torch":
+                try:
+                    text = Path(str(dist.locate_file("torch/version.py"))).read_text()
+                    found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+                    if found:
+                        return found.group(1)
+                except OSError:
+                    pass
+            return dist.version
+        return "absent"
+
+    return {
+        "onnxruntime": installed("onnxruntime", "onnxruntime-gpu"),
+        "torch": installed("torch"),
+        "timm": installed("timm"),
+    }
 
 
 def fingerprint_id(fp: dict[str, str]) -> str:

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.export import INPUT_NAME
-from evaluators.runners.base import Availability, cpu_info, software_versions
+from evaluators.runners.base import INPUT_NAME, Availability, cpu_info, software_versions
 
 
 @dataclass

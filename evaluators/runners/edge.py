@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.export import INPUT_NAME
+from evaluators.runners.base import INPUT_NAME
 from evaluators.runners.cpu import OnnxCpuRunner
 
 

@@ -1,5 +1,6 @@
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,41 @@ def test_latency_percentiles_and_bounds() -> None:
     assert 2.0 <= m["latency_p50_ms"] <= m["latency_p95_ms"] <= m["latency_p99_ms"]
     assert m["latency_p95_ub_ms"] >= m["latency_p95_ms"]
     assert m["throughput_ips"] == pytest.approx(1000 / m["latency_mean_ms"])
+
+
+class _Workload:
+    """A deterministic workload on a simulated clock: call n takes ``duration_s(n)`` seconds, no sleeping.
+
+    The stopping and re-measure rules are tested on exact durations; a real sleep jitters under load.
+    """
+
+    def __init__(self, duration_s: Callable[[int], float]) -> None:
+        self.now, self.calls, self.duration_s = 0.0, 0, duration_s
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.now += self.duration_s(self.calls)
+
+
+def test_an_unstable_measurement_is_taken_again(tmp_path: Path) -> None:
+    # slows down call after call for 170 calls (the windows disagree), then settles at 1 ms
+    work = _Workload(lambda n: 0.0005 * (1 + n / 20) if n <= 170 else 0.001)
+    s = LatencySettings(warmup=2, min_iters=40, min_seconds=0.0, attempts=3)
+    res = measure(work, lambda: None, 1, s, tmp_path / "l.lock", clock=work.clock)  # attempt 1 ends at 162 calls
+    assert res.stable and res.attempts == 2
+    assert res.to_metrics()["latency_attempts"] == 2.0
+    assert res.percentile(50) == pytest.approx(1.0)  # the settled workload, not the ramp
+
+
+def test_a_measurement_that_never_settles_is_flagged_after_the_attempts(tmp_path: Path) -> None:
+    work = _Workload(lambda n: 0.0005 * 1.02**n)  # 2% slower per call: the last windows never agree within 10%
+    s = LatencySettings(warmup=0, min_iters=20, min_seconds=0.0, attempts=2)
+    res = measure(work, lambda: None, 1, s, tmp_path / "l.lock", clock=work.clock)
+    assert not res.stable and res.attempts == 2
+    assert res.to_metrics()["latency_stable"] == 0.0
 
 
 def test_two_measurements_never_overlap(tmp_path: Path) -> None:
@@ -141,3 +177,19 @@ def test_latency_batch_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="no images"):
         batch_of(np.zeros((0, 3)), 4)
     assert batch_of(np.arange(3), 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_attention_matmuls_are_counted_and_the_model_is_left_fused() -> None:
+    """FlopCounterMode has no formula for the fused CPU attention kernel: counted unfused, QK^T and AV add up."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = timm.create_model("test_vit").eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, 160, 160))
+    fused = counter.get_total_flops()
+    tokens = model.patch_embed.num_patches + model.num_prefix_tokens
+    attention = 2 * 2 * tokens**2 * model.embed_dim * len(model.blocks)  # two matmuls, 2 FLOPs per MAC
+    assert count_flops(model, 160) - fused == attention
+    assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))

@@ -185,3 +185,13 @@ def test_export_failure_is_typed(tmp_path: Path) -> None:
 
     with pytest.raises(ExportError, match="ONNX export failed"):
         export_onnx(Unexportable(), np.zeros((1, 3, 8, 8), np.float32), tmp_path)
+
+
+def test_fingerprint_versions_match_the_imported_packages_without_importing_them() -> None:
+    import onnxruntime
+    import timm
+
+    from evaluators.runners.base import software_versions
+
+    expected = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "timm": timm.__version__}
+    assert software_versions() == expected  # torch's build label (+cpu, +cu130) included
