@@ -1,4 +1,8 @@
-"""The write side: one MLflow run per evaluated (model, runner), its ONNX artifact registered as a version."""
+"""The write side: one MLflow run per evaluated (model, runner), its ONNX artifact registered as a version.
+
+Every write is a transaction keyed on an idempotency key (``cnnselect.key``), safe to retry in this process (store
+down, SQLite busy) and in a new one (an Airflow worker killed mid-task): see :func:`log_evaluation`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import json
 import logging
 import math
 import os
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +22,14 @@ import numpy as np
 
 from registry import names
 from registry.errors import InvalidNameError
-from registry.retry import with_retries
+from registry.retry import STATUS_RUNNING, Attempts, search_runs, settle_key, with_retries
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TAG_GATE = "cnnselect.gate"  # on a gate run: the suite's name
+TAG_GATE_STATUS = "cnnselect.gate_status"  # passed | failed
+TAG_REPLACED = "cnnselect.replaced"  # on a run: the half-written runs of its key that it replaced (deleted)
 
 
 @dataclass
@@ -61,19 +72,29 @@ class Logged:
     version: str | None
 
 
+_CLIENTS: dict[tuple[str, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def _client(settings: Settings) -> Any:
+    """One ``MlflowClient`` per (tracking URI, registry URI) for the process, shared by its threads.
+
+    The fluent calls (``start_run``, ``log_model``) read MLflow's global URI, so it is set to the settings' on every
+    call (a no-op when unchanged); threads writing to different stores at once would race on it, as before.
+    """
     import mlflow
 
     # MLflow's own HTTP retries stay short so that our bounded retry (below) decides, and cleans up partial runs.
     for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")):
         os.environ.setdefault(var, value)
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    return mlflow.MlflowClient(settings.resolved_tracking_uri)
-
-
-TAG_GATE = "cnnselect.gate"  # on a gate run: the suite's name
-TAG_GATE_STATUS = "cnnselect.gate_status"  # passed | failed
-STATUS_ABORTED = "aborted"  # a run (and its version) left half-written by an interrupted attempt
+    uri = settings.resolved_tracking_uri
+    with _CLIENTS_LOCK:
+        mlflow.set_tracking_uri(uri)
+        key = (uri, mlflow.get_registry_uri())
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = mlflow.MlflowClient(tracking_uri=key[0], registry_uri=key[1])
+    return client
 
 
 def filter_literal(kind: str, value: str) -> str:
@@ -83,26 +104,6 @@ def filter_literal(kind: str, value: str) -> str:
             f"invalid {kind} {value!r} for an MLflow filter: no quotes, backslashes, backticks or control characters"
         )
     return value
-
-
-def _abort_partial(settings: Settings, started: list[str], keep: str | None = None) -> None:
-    """Mark runs left half-written by a failed attempt as aborted (never ``ok``): nothing reads them as results."""
-    import mlflow
-
-    while mlflow.active_run() is not None:  # a fluent run left open by an interrupted attempt
-        try:
-            mlflow.end_run("FAILED")
-        except Exception:
-            break
-    client = _client(settings)
-    for run_id in list(started):
-        if run_id == keep:
-            continue
-        client.set_tag(run_id, names.TAG_STATUS, STATUS_ABORTED)
-        client.set_terminated(run_id, status="FAILED")
-        for mv in client.search_model_versions(f"run_id = '{filter_literal('run id', run_id)}'"):
-            client.set_model_version_tag(mv.name, mv.version, names.TAG_STATUS, STATUS_ABORTED)
-        started.remove(run_id)
 
 
 def ensure_experiment(settings: Settings, dataset: str) -> str:
@@ -126,21 +127,57 @@ def ensure_experiment(settings: Settings, dataset: str) -> str:
         return str(exp.experiment_id)
 
 
+def find_finished_many(
+    settings: Settings, dataset: str, keys: list[str], *, variant: str | None = None
+) -> dict[str, str]:
+    """Key -> run id of its successful evaluation, for those of ``keys`` that have one: one (paged) ``search_runs``.
+
+    MLflow's run filters compare tags with ``=``, ``!=`` and ``LIKE`` only (no ``IN``, no ``OR``), so the search is
+    narrowed by what the keys share and matched here: the key itself when there is one, the ``variant`` when given
+    (the keys of one variant's runners), else every ``ok`` run of the dataset, which grows with it: pass ``variant``.
+    The newest ``ok`` run of a key wins.
+    """
+    wanted = {filter_literal("idempotency key", k) for k in keys}
+    if not wanted:
+        return {}
+    clauses = [f"tags.`{names.TAG_STATUS}` = '{names.STATUS_OK}'"]
+    if len(wanted) == 1:
+        clauses.append(f"tags.`{names.TAG_KEY}` = '{next(iter(wanted))}'")
+    elif variant is not None:
+        clauses.append(f"tags.`{names.TAG_VARIANT}` = '{filter_literal('variant', variant)}'")
+
+    def search() -> list[Any]:
+        client = _client(settings)
+        return search_runs(client, ensure_experiment(settings, dataset), " and ".join(clauses))
+
+    what = f"look up {next(iter(wanted))}" if len(wanted) == 1 else f"look up {len(wanted)} keys"
+    found: dict[str, str] = {}
+    for run in with_retries(search, what, settings):
+        key = run.data.tags.get(names.TAG_KEY)
+        if key in wanted:
+            found.setdefault(key, run.info.run_id)
+    return found
+
+
 def find_finished(settings: Settings, dataset: str, key: str) -> str | None:
     """The run id of a successful evaluation with this idempotency key, if one exists."""
-    filter_literal("idempotency key", key)
+    return find_finished_many(settings, dataset, [key]).get(key)
 
-    def find() -> str | None:
+
+def find_gate_run(settings: Settings, dataset: str, key: str, passed: bool | None = None) -> str | None:
+    """The newest complete gate run with this key (and verdict, when ``passed`` is given), if one exists."""
+    filter_literal("gate key", key)
+
+    def search() -> list[Any]:
         client = _client(settings)
-        exp_id = ensure_experiment(settings, dataset)
-        runs = client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`{names.TAG_KEY}` = '{key}' and tags.`{names.TAG_STATUS}` = '{names.STATUS_OK}'",
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
+        return search_runs(client, ensure_experiment(settings, dataset), f"tags.`{names.TAG_KEY}` = '{key}'")
 
-    return with_retries(find, f"look up {key}", settings)
+    verdicts = {"passed", "failed"} if passed is None else {"passed" if passed else "failed"}
+    for run in with_retries(search, f"look up gate {key}", settings):
+        done = run.info.status == ("FAILED" if run.data.tags.get(TAG_GATE_STATUS) == "failed" else "FINISHED")
+        if TAG_GATE in run.data.tags and run.data.tags.get(TAG_GATE_STATUS) in verdicts and done:
+            return str(run.info.run_id)
+    return None
 
 
 def _clean_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[str]]:
@@ -150,27 +187,63 @@ def _clean_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[st
 
 
 def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
-    """Log one evaluation as a run and a registered version; retried as a whole, a partial attempt is aborted."""
-    started: list[str] = []
-    return with_retries(
-        lambda: _log_evaluation_once(settings, ev, started),
-        f"log {ev.variant}/{ev.runner}",
-        settings,
-        on_retry=lambda: _abort_partial(settings, started),
-    )
+    """Log one evaluation as a run and a registered version, once per idempotency key, whatever kills an attempt.
+
+    Write order: the run is created with its tags and ``status=running``; params and metrics (one batch), inputs,
+    artifacts and the model follow; the version is registered with all its tags in one call (it is a candidate from
+    then on: everything it points at is written); the run is ended; ``status=ok`` on the run is the last write. So
+    ``ok`` means complete, and a run of the key in any other state (but ``failed``) is an attempt that died.
+
+    Cleanup: every attempt starts with :func:`registry.retry.settle_key`: the key's ``ok`` run is returned if there
+    is one (a retry of a task killed after its last write logs nothing new), and what killed attempts left (runs,
+    versions, logged models) is deleted and named on the new run in ``cnnselect.replaced``. So a process killed at
+    any point (SIGKILL, OOM, a lost Airflow worker) is cleaned up by the retry. An attempt that raises deletes its
+    own run at once (by run id), unless the store is unreachable; then the next attempt does.
+
+    Race accepted: two live attempts of one key (a worker Airflow took for dead, still running, and its retry). The
+    later one deletes the earlier one's unfinished run, whose next write then fails; it deletes what it wrote and
+    raises. Only when both pass their first search before either creates its run do both end ``ok``: two runs of
+    the same measurement, both candidates, equal but for noise.
+    """
+    filter_literal("idempotency key", ev.key)
+    writes = Attempts()
+
+    def attempt() -> Logged:
+        try:
+            return _log_evaluation_once(settings, ev, writes)
+        except BaseException as exc:
+            writes.discard_after(lambda: _client(settings), exc)
+            raise
+
+    return with_retries(attempt, f"log {ev.variant}/{ev.runner}", settings)
 
 
-def _log_evaluation_once(settings: Settings, ev: Evaluation, started: list[str]) -> Logged:
+def _pip_requirements() -> list[str]:
+    """What ``infer_pip_requirements`` finds for an ONNX model, without its seconds-long subprocess per model.
+
+    numpy, onnx and onnxruntime pinned to the installed versions; MLflow adds itself.
+    """
+    import mlflow.onnx
+
+    return [f"numpy=={np.__version__}", *mlflow.onnx.get_default_pip_requirements()]
+
+
+def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -> Logged:
     import mlflow
     import mlflow.onnx
     import onnx
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Metric, Param
     from mlflow.models import infer_signature
 
     client = _client(settings)
-    exp_id = ensure_experiment(settings, ev.dataset.name)
+    writes.exp_id = exp_id = ensure_experiment(settings, ev.dataset.name)
+    writes.discard(client)
     model_name = names.registered_model_name(ev.dataset.name)
+    done, version = settle_key(client, exp_id, model_name, ev.key, writes.replaced)
+    if done is not None:
+        return Logged(done, f"models:/{model_name}/{version}", version)
     metrics, non_finite = _clean_metrics(ev.metrics)
     tags = {
         names.TAG_VARIANT: ev.variant,
@@ -188,15 +261,22 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, started: list[str])
         names.TAG_BATCH_SIZE: str(ev.fingerprint.get("batch_size", "1")),  # operating point, read by get_best
         names.TAG_THREADS: str(ev.fingerprint.get("threads", "all")),
     }
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=names.run_name(ev.variant, ev.runner, ev.precision), tags=tags
-    ) as run:
-        started.append(run.info.run_id)
-        mlflow.log_params({k: str(v)[:500] for k, v in ev.params.items()})
-        mlflow.log_metrics(metrics)
+    run_tags = {**tags, names.TAG_STATUS: STATUS_RUNNING}
+    if non_finite:
+        run_tags["cnnselect.non_finite_metrics"] = ",".join(non_finite)
+    if writes.replaced:
+        run_tags[TAG_REPLACED] = ",".join(writes.replaced)[:5000]
+    run_name = names.run_name(ev.variant, ev.runner, ev.precision)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags) as run:
+        run_id = run.info.run_id
+        writes.started.append(run_id)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:500]) for k, v in ev.params.items()],
+        )
         mlflow.log_dict(ev.fingerprint, "fingerprint.json")
-        if non_finite:
-            mlflow.set_tag("cnnselect.non_finite_metrics", ",".join(non_finite))
         with warnings.catch_warnings():  # MLflow registers two local-path source classes and warns that it picks one
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(ev.dataset.root)
@@ -206,26 +286,63 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, started: list[str])
         mlflow.log_input(dataset, context="heldout", tags={"classes": str(len(ev.dataset.classes))})
         for path, local in ev.artifacts.items():
             mlflow.log_artifact(str(local), artifact_path=path)
-        signature = infer_signature(ev.input_example, ev.output_example)
         info = mlflow.onnx.log_model(
             onnx.load(str(ev.artifact)),
             name="model",
-            registered_model_name=model_name,
-            signature=signature,
+            signature=infer_signature(ev.input_example, ev.output_example),
             input_example=ev.input_example,
             save_as_external_data=True,
             onnx_execution_providers=["CPUExecutionProvider"],
+            pip_requirements=_pip_requirements(),
             tags=tags,
         )
-        version = str(info.registered_model_version) if info.registered_model_version is not None else None
-        mlflow.set_tag(names.TAG_STATUS, names.STATUS_OK)
-    if version is not None:
-        for k, v in {**tags, names.TAG_STATUS: names.STATUS_OK}.items():
-            client.set_model_version_tag(model_name, version, k, v)
-        for metric, value in metrics.items():
-            client.set_model_version_tag(model_name, version, names.metric_tag(metric), repr(value))
-        client.set_model_version_tag(model_name, version, "cnnselect.run_id", run.info.run_id)
-    return Logged(run.info.run_id, f"models:/{model_name}/{version}", version)
+        version_tags = {
+            **tags,
+            names.TAG_STATUS: names.STATUS_OK,
+            **{names.metric_tag(m): repr(v) for m, v in metrics.items()},
+            names.TAG_RUN_ID: run_id,  # what the index reads as "fully logged"
+        }
+        mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)  # the version with all its tags
+    client.set_tag(run_id, names.TAG_STATUS, names.STATUS_OK)  # the last write: ``ok`` means complete
+    writes.started.remove(run_id)
+    return Logged(run_id, f"models:/{model_name}/{mv.version}", str(mv.version))
+
+
+def _record_run(
+    settings: Settings,
+    dataset: str,
+    what: str,
+    run_name: str,
+    tags: dict[str, str],
+    write: Callable[[], None],
+    *,
+    failed: bool,
+) -> str:
+    """One run with ``tags`` and what ``write`` logs into it, ended FAILED when ``failed``: whole or not at all.
+
+    Retried as a whole; an attempt that raises deletes its run, or the next attempt does (as in log_evaluation).
+    """
+    import mlflow
+
+    writes = Attempts()
+
+    def once() -> str:
+        client = _client(settings)
+        writes.exp_id = ensure_experiment(settings, dataset)
+        writes.discard(client)
+        try:
+            with mlflow.start_run(experiment_id=writes.exp_id, run_name=run_name, tags=tags) as run:
+                writes.started.append(run.info.run_id)
+                write()
+            if failed:
+                client.set_terminated(run.info.run_id, status="FAILED")
+        except BaseException as exc:
+            writes.discard_after(lambda: _client(settings), exc)
+            raise
+        writes.started.clear()
+        return str(run.info.run_id)
+
+    return with_retries(once, what, settings)
 
 
 def log_failure(
@@ -256,22 +373,14 @@ def log_failure(
         names.TAG_ERROR: error[:4000],
         names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
     }
-    started: list[str] = []
 
-    def once() -> str:
-        exp_id = ensure_experiment(settings, dataset)
-        _client(settings)
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"{variant}/{runner}/failed", tags=tags) as run:
-            started.append(run.info.run_id)
-            mlflow.log_text(error, "error.txt")
-            for name, obj in (artifacts or {}).items():
-                mlflow.log_dict(obj, name)
-        mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
-        return str(run.info.run_id)
+    def write() -> None:
+        mlflow.log_text(error, "error.txt")
+        for name, obj in (artifacts or {}).items():
+            mlflow.log_dict(obj, name)
 
-    return with_retries(
-        once, f"record failure of {variant}/{runner}", settings, on_retry=lambda: _abort_partial(settings, started)
-    )
+    what = f"record failure of {variant}/{runner}"
+    return _record_run(settings, dataset, what, f"{variant}/{runner}/failed", tags, write, failed=True)
 
 
 def log_gate(settings: Settings, dataset: str, suite: str, result: dict[str, Any], passed: bool, key: str) -> str:
@@ -285,19 +394,11 @@ def log_gate(settings: Settings, dataset: str, suite: str, result: dict[str, Any
         TAG_GATE_STATUS: "passed" if passed else "failed",
         names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
     }
-    started: list[str] = []
 
-    def once() -> str:
-        exp_id = ensure_experiment(settings, dataset)
-        _client(settings)
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"gate/{suite}", tags=tags) as run:
-            started.append(run.info.run_id)
-            mlflow.log_dict(result, f"gates/{suite}.json")
-        if not passed:
-            mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
-        return str(run.info.run_id)
+    def write() -> None:
+        mlflow.log_dict(result, f"gates/{suite}.json")
 
-    return with_retries(once, f"record gate {suite}", settings, on_retry=lambda: _abort_partial(settings, started))
+    return _record_run(settings, dataset, f"record gate {suite}", f"gate/{suite}", tags, write, failed=not passed)
 
 
 def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, Any]]:
@@ -306,10 +407,7 @@ def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, A
 
     def search() -> list[Any]:
         client = _client(settings)
-        exp_id = ensure_experiment(settings, dataset)
-        return list(
-            client.search_runs([exp_id], filter_string=f"tags.`{names.TAG_SWEEP}` = '{sweep}'", max_results=5000)
-        )
+        return search_runs(client, ensure_experiment(settings, dataset), f"tags.`{names.TAG_SWEEP}` = '{sweep}'")
 
     runs = with_retries(search, f"read sweep {sweep}", settings)
     return [

@@ -1,7 +1,7 @@
 """Fault battery: each bad input gets a clear, typed error, is recorded where it concerns, and loses nothing logged.
 
-MLflow down and SQLite contention are in ``test_faults_tracking.py``; a killed worker and concurrent promotions are
-covered with the DAG and promotion tests.
+MLflow down and SQLite contention are in ``test_faults_tracking.py``, a worker killed mid-task in
+``test_faults_worker.py``; concurrent promotions are covered with the promotion tests.
 """
 
 import math
