@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from registry import names
 from registry.constraints import Constraints
 from registry.errors import NoChampionError
 from registry.index import CandidateIndex
-from registry.selection import Candidate, Verdict, at_operating_point, judge, rank, select
+from registry.selection import (
+    Candidate,
+    Verdict,
+    at_operating_point,
+    judge,
+    no_candidates,
+    no_feasible,
+    rank,
+)
 from registry.settings import Settings
 from registry.teams import Team, load_team
 
@@ -22,9 +33,10 @@ class Answer:
 
     candidate: Candidate
     verdict: Verdict
-    verdicts: list[Verdict]
+    pool: list[Candidate] = field(repr=False)  # every candidate judged against the constraints
     constraints: Constraints
     _registry: Registry = field(repr=False)
+    _verdicts: list[Verdict] | None = field(default=None, repr=False)
 
     @property
     def uri(self) -> str:
@@ -34,17 +46,36 @@ class Answer:
     def metrics(self) -> dict[str, float]:
         return dict(self.candidate.metrics)
 
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """Every candidate of the pool judged (computed on first use: ``get_best`` itself judges only a few)."""
+        if self._verdicts is None:
+            self._verdicts = [judge(c, self.constraints) for c in self.pool]
+        return self._verdicts
+
     def explain(self) -> str:
         feasible = [v for v in rank(self.verdicts, self.constraints) if v.label == "feasible"]
         others = [v for v in self.verdicts if v.label != "feasible"]
         lines = [f"chosen: {self.verdict.describe()} ({self.uri})"]
-        lines += [f"  feasible: {v.describe()}" for v in feasible[1:]]
+        lines += [f"  feasible: {v.describe()}" for v in feasible if v.candidate.version != self.candidate.version]
         lines += [f"  {v.label}: {v.describe()}" for v in others]
         return "\n".join(lines)
 
     def load(self) -> Any:
         """An onnxruntime session for the chosen artifact, on the target runner's settings."""
         return self._registry.load(self.candidate)
+
+
+def local_dir(uri: str) -> str | None:
+    """The folder an artifact location names on this machine (a path or ``file:`` URI), else None (remote)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return unquote(parsed.path)
+    if parsed.scheme == "" and os.path.isabs(uri):
+        return uri
+    return None
 
 
 class Registry:
@@ -122,17 +153,19 @@ class Registry:
         snap = self.index.snapshot(names.registered_model_name(k.dataset))
         key = k.model_dump_json()
         cached = snap.answers.get(key)
-        if cached is not None:  # warm path: same load, same constraints, same answer
-            return cached
-        pool = [c for c in snap.candidates if c.runner == k.target]
-        missing: set[str] = set()
-        while True:
-            best, verdicts = select([c for c in pool if c.version not in missing], k)
-            if self.artifact_ok(best.candidate, snap.verified):
-                answer = Answer(best.candidate, best, verdicts, k, self)
+        if cached is not None and self.artifact_ok(cached.candidate, snap.verified):
+            return cached  # warm path: same load, same constraints, same answer (its artifact checked again)
+        pool = snap.ranked_pool(key, k)  # built once per snapshot; a delta refresh carries it over
+        if not pool.candidates:
+            raise no_candidates(k)
+        missing: list[Candidate] = []
+        for verdict in pool.feasible():  # best first, judged one by one: a handful, not the whole pool
+            if self.artifact_ok(verdict.candidate, snap.verified):
+                answer = Answer(verdict.candidate, verdict, pool.candidates, k, self)
                 snap.answers[key] = answer
                 return answer
-            missing.add(best.candidate.version)
+            missing.append(verdict.candidate)
+        raise no_feasible([judge(c, k) for c in pool.candidates], k, missing)
 
     def get_champion(self, team: str) -> Answer:
         """The version the team's alias points at, judged against the team's current constraints."""
@@ -149,7 +182,7 @@ class Registry:
                 f"usable candidate (failed, unlogged or artifact missing); run `cnnselect promote {team}`"
             )
         verdict = judge(found[0], k)
-        return Answer(found[0], verdict, [verdict], k, self)
+        return Answer(found[0], verdict, found[:1], k, self, [verdict])
 
     def recommend(self, constraints: Constraints | str) -> list[str]:
         """Cold start: the guide's rule-based shortlist of catalog names for these constraints."""
@@ -157,34 +190,55 @@ class Registry:
 
         return recommend(self._constraints(constraints))
 
-    def artifact_ok(self, candidate: Candidate, verified: set[str] | None = None) -> bool:
-        """The version's artifact is there (an MLmodel file under its download URI); cached per index load."""
-        if verified is not None and candidate.version in verified:
-            return True
+    def artifact_ok(self, candidate: Candidate, verified: dict[str, tuple[bool, float]] | None = None) -> bool:
+        """The version's artifact is there: an ``MLmodel`` file at its storage location.
+
+        A local location (a path or ``file:`` URI, what SQLite and PostgreSQL stores with local artifacts hold) is
+        checked with one ``stat`` on every call, so a warm answer never outlives its files. Anything else (served
+        artifacts, object stores) is listed through MLflow, at most once per ``ttl_s`` per version (``verified``,
+        the snapshot's cache).
+        """
+        folder = local_dir(candidate.artifact_uri)
+        if folder is not None:
+            return os.path.isfile(os.path.join(folder, "MLmodel"))
+        now = time.monotonic()
+        seen = verified.get(candidate.version) if verified is not None else None
+        if seen is not None and now - seen[1] < self.ttl_s:
+            return seen[0]
+        ok = self._listed_ok(candidate)
+        if verified is not None:
+            verified[candidate.version] = (ok, now)
+        return ok
+
+    def _listed_ok(self, candidate: Candidate) -> bool:
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
 
         try:
-            uri = self.client.get_model_version_download_uri(candidate.model_name, candidate.version)
+            uri = candidate.artifact_uri
+            if not uri or uri.startswith("models:"):  # a logged model's URI (what a tracking server returns as source)
+                # the registry client directly: MlflowClient's method first fetches the registered model, which
+                # makes the server read every version of it (O(versions) per check)
+                registry = getattr(self.client, "_get_registry_client", None)
+                source = registry() if registry is not None else self.client
+                uri = source.get_model_version_download_uri(candidate.model_name, candidate.version)
             files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
         except (MlflowException, OSError):
             return False
-        ok = any(Path(f.path).name == "MLmodel" for f in files or [])
-        if ok and verified is not None:
-            verified.add(candidate.version)
-        return ok
+        return any(Path(f.path).name == "MLmodel" for f in files or [])
 
     def load(self, candidate: Candidate) -> Any:
+        """An onnxruntime session on the version's ONNX file: read in place when local, else downloaded first."""
         import mlflow.artifacts
 
         from evaluators.runners import get_runner
 
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=candidate.uri,
-                tracking_uri=self.tracking_uri,
-            )
-        )
+        folder = local_dir(candidate.artifact_uri)
+        if folder is not None and os.path.isdir(folder):
+            local = Path(folder)
+        else:
+            uri, tracking = candidate.uri, self.tracking_uri
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking))
         onnx_files = sorted(local.rglob("*.onnx"))
         if not onnx_files:
             raise FileNotFoundError(f"{candidate.uri} has no .onnx file (downloaded to {local})")

@@ -1,9 +1,12 @@
 """An in-process index of candidates per registered model: answers from memory, refreshed by TTL plus a watermark.
 
-Within ``ttl_s`` of the last check a read touches no database. After it, one cheap watermark query (version count,
-last update, fully logged versions, aliases) decides whether to reload; ``max_age_s`` forces a reload regardless, which
-catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are read with one aggregate query
-over MLflow's tables; any other store (an HTTP tracking server) through ``MlflowClient`` pages.
+Within ``ttl_s`` of the last check a read touches no database. After it, one cheap watermark query (the registered
+model's last update, highest version, fully logged versions, aliases) decides whether anything changed; if so, only
+the versions that changed are read again (a *delta*: versions numbered above the highest seen, newly deleted ones,
+those whose run-id tag appeared since, the last updated). No clock is compared across writers. ``max_age_s`` forces a
+full reload regardless, which catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are
+read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
+tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -18,52 +22,131 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry import names
-from registry.selection import Candidate
+from registry.selection import Candidate, RankedPool
 
 log = logging.getLogger(__name__)
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME
+DELETED_STAGE = "Deleted_Internal"  # mlflow.entities.model_registry.model_version_stages.STAGE_DELETED_INTERNAL
+MAX_DELTA = 2_000  # more changed versions than this: a full reload is as cheap
 
 _TAGS_SQL = {
-    "postgresql": "json_object_agg(t.key, t.value)",
-    "sqlite": "json_group_object(t.key, t.value)",
-    "mysql": "json_objectagg(t.key, t.value)",
+    "postgresql": "json_object_agg(key, value)",
+    "sqlite": "json_group_object(key, value)",
+    "mysql": "json_objectagg(key, value)",
 }
+# the tags a Candidate is built from (metric tags by prefix): promotion and provenance tags stay in the store
+_IDENTITY_TAGS = (
+    names.TAG_VARIANT,
+    names.TAG_FAMILY,
+    names.TAG_RUNNER,
+    names.TAG_PRECISION,
+    names.TAG_FINGERPRINT,
+    names.TAG_BATCH_SIZE,
+    names.TAG_THREADS,
+    names.TAG_EVALUATOR_VERSION,
+    names.TAG_RUN_ID,
+    names.TAG_STATUS,
+)
 # two linear queries joined in Python: a join in SQL gets a quadratic nested loop when the store's statistics are stale
 _VERSIONS = """
-SELECT version, creation_time, run_id FROM model_versions
-WHERE workspace = :ws AND name = :name AND status = 'READY' AND current_stage <> 'Deleted_Internal'
+SELECT version, status, current_stage, creation_time, last_updated_time, run_id, storage_location, source
+FROM model_versions WHERE workspace = :ws AND name = :name {only}
 """
 _TAGS = """
-SELECT version, {agg} AS tags FROM model_version_tags t
-WHERE workspace = :ws AND name = :name AND key LIKE :prefix
+SELECT version, {agg} AS tags FROM model_version_tags
+WHERE workspace = :ws AND name = :name AND (key IN :keys OR key LIKE :metrics) {only}
 GROUP BY version
 """
+_CHANGED = """
+SELECT version FROM model_versions
+WHERE workspace = :ws AND name = :name AND (version > :top OR current_stage = :deleted OR last_updated_time > :since)
+"""
+_DONE = """
+SELECT version FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name AND version >= :low
+"""
+# registered_models.last_updated_time moves on every version created or deleted; max(version) is one index probe;
+# the run-id count moves when a version becomes fully logged (MLflow moves no timestamp for a tag)
 _WATERMARK = """
 SELECT
   (SELECT last_updated_time FROM registered_models WHERE workspace = :ws AND name = :name),
-  (SELECT count(*) FROM model_versions WHERE workspace = :ws AND name = :name),
-  (SELECT max(last_updated_time) FROM model_versions WHERE workspace = :ws AND name = :name),
+  (SELECT max(version) FROM model_versions WHERE workspace = :ws AND name = :name),
   (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name)
 """
 _ALIASES = "SELECT alias, version FROM registered_model_aliases WHERE workspace = :ws AND name = :name"
 
+_engines: dict[tuple[str, int], Any] = {}
+_engines_guard = threading.Lock()
+
+
+def shared_engine(uri: str, dialect: str | None) -> Any:
+    """One SQLAlchemy engine (and connection pool) per store URI and process, shared by every index in it."""
+    key = (uri, os.getpid())  # a forked worker gets its own pool: connections never cross a fork
+    engine = _engines.get(key)
+    if engine is None:
+        with _engines_guard:
+            engine = _engines.get(key)
+            if engine is None:
+                import sqlalchemy as sa
+
+                kw: dict[str, Any] = {"pool_pre_ping": True}
+                if dialect == "sqlite":
+                    kw = {"connect_args": {"check_same_thread": False}}
+                engine = _engines[key] = sa.create_engine(uri, **kw)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every shared engine (tests, benchmarks measuring a first connection)."""
+    with _engines_guard:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@dataclass
+class Rows:
+    """What a delta refresh starts from: the usable candidates by version and the store's marks at that read."""
+
+    by_version: dict[int, Candidate]
+    done: set[int] = field(default_factory=set)  # versions carrying the run-id tag (fully logged), usable or not
+    pending: set[int] = field(default_factory=set)  # live versions without it yet: a later run-id tag changes them
+    deleted: set[int] = field(default_factory=set)
+    max_updated: int = 0  # newest last_updated_time seen
+    top: int = 0  # highest version number seen
+
+    @property
+    def low(self) -> int:
+        return min(self.pending, default=self.top + 1)
+
 
 @dataclass
 class Snapshot:
-    """What the index holds for one registered model."""
+    """What the index holds for one registered model. Readers share it; a refresh swaps in a new one."""
 
     candidates: list[Candidate]
     aliases: dict[str, str]
     watermark: Hashable
     loaded: float
     checked: float
-    verified: set[str] = field(default_factory=set)  # versions whose artifact was found since this load
+    verified: dict[str, tuple[bool, float]] = field(default_factory=dict)  # version -> (artifact found, when)
     answers: dict[str, Any] = field(default_factory=dict)  # constraints JSON -> Answer, valid for this load only
+    ranked: dict[str, RankedPool] = field(default_factory=dict)  # constraints JSON -> pool in rank order
+    rows: Rows | None = None  # SQL stores only
+
+    def ranked_pool(self, key: str, constraints: Any) -> RankedPool:
+        """The candidates at the constraints' operating point in rank order, built once per snapshot."""
+        pool = self.ranked.get(key)
+        if pool is None:
+            pool = self.ranked[key] = RankedPool.build(self.candidates, constraints)
+        return pool
 
 
-def candidate_from_tags(model_name: str, version: str, run_id: str, created_ms: int, tags: dict[str, Any]) -> Candidate:
+def candidate_from_tags(
+    model_name: str, version: str, run_id: str, created_ms: int, tags: dict[str, Any], artifact_uri: str = ""
+) -> Candidate:
     metrics: dict[str, float] = {}
+    cut = len(names.METRIC_TAG_PREFIX)
     for k, v in tags.items():
         if k.startswith(names.METRIC_TAG_PREFIX):
             try:
@@ -71,7 +154,7 @@ def candidate_from_tags(model_name: str, version: str, run_id: str, created_ms: 
             except (TypeError, ValueError):
                 continue
             if math.isfinite(value):  # MLflow would have stored NaN as 0 (mlflow#25640): unmeasured instead
-                metrics[k[len(names.METRIC_TAG_PREFIX) :]] = value
+                metrics[k[cut:]] = value
     try:
         batch = int(tags.get(names.TAG_BATCH_SIZE) or 1)
     except ValueError:
@@ -90,6 +173,7 @@ def candidate_from_tags(model_name: str, version: str, run_id: str, created_ms: 
         threads=tags.get(names.TAG_THREADS) or "all",
         evaluator_version=tags.get(names.TAG_EVALUATOR_VERSION, ""),
         created_ms=int(created_ms or 0),
+        artifact_uri=artifact_uri or "",
     )
 
 
@@ -110,8 +194,9 @@ class CandidateIndex:
         self._snapshots: dict[str, Snapshot] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._engine: Any = None
-        self.loads = 0  # reloads done (observable in tests and the bench)
+        self._epoch = 0  # bumped by invalidate(): a refresh that began before it must not store what it read
+        self.loads = 0  # full reloads done (observable in tests and the bench)
+        self.deltas = 0  # refreshes that read only the changed versions
         scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
         self.dialect = scheme if scheme in SQL_SCHEMES else None
 
@@ -123,22 +208,32 @@ class CandidateIndex:
         with self._guard:
             lock = self._locks.setdefault(model_name, threading.Lock())
         with lock:
+            epoch = self._epoch
             snap = self._snapshots.get(model_name)
             now = time.monotonic()
             if snap is not None and now - snap.checked < self.ttl_s:
                 return snap  # another thread refreshed it while we waited
             mark = self._watermark(model_name)
-            if snap is not None and mark is not None and mark == snap.watermark and now - snap.loaded < self.max_age_s:
+            fresh_enough = snap is not None and now - snap.loaded < self.max_age_s
+            if snap is not None and fresh_enough and mark is not None and mark == snap.watermark:
                 snap.checked = now
                 return snap
-            candidates, aliases = self._load(model_name)
-            self.loads += 1
-            snap = Snapshot(candidates, aliases, mark, now, now)
-            self._snapshots[model_name] = snap
-            return snap
+            if snap is not None and fresh_enough and snap.rows is not None and self.dialect in _TAGS_SQL:
+                new = self._delta(model_name, snap, mark, now)
+            else:
+                new = None
+            if new is None:
+                candidates, aliases, rows = self._load(model_name)
+                self.loads += 1
+                new = Snapshot(candidates, aliases, mark, now, now, rows=rows)
+            with self._guard:
+                if self._epoch == epoch:  # else an invalidate() came meanwhile: the next reader reads again
+                    self._snapshots[model_name] = new
+            return new
 
     def invalidate(self, model_name: str | None = None) -> None:
         with self._guard:
+            self._epoch += 1
             if model_name is None:
                 self._snapshots.clear()
             else:
@@ -148,51 +243,116 @@ class CandidateIndex:
 
     @property
     def engine(self) -> Any:
-        if self._engine is None:
-            import sqlalchemy as sa
+        return shared_engine(self.tracking_uri, self.dialect)
 
-            kw: dict[str, Any] = {"pool_pre_ping": True}
-            if self.dialect == "sqlite":
-                kw = {"connect_args": {"check_same_thread": False}}
-            self._engine = sa.create_engine(self.tracking_uri, **kw)
-        return self._engine
+    def _args(self, model_name: str, **more: Any) -> dict[str, Any]:
+        return {"ws": WORKSPACE, "name": model_name, **more}
 
     def _watermark(self, model_name: str) -> Hashable | None:
         if self.dialect is None:
             return None  # no cheap watermark over HTTP: every TTL expiry reloads
         import sqlalchemy as sa
 
-        args = {"ws": WORKSPACE, "name": model_name, "done": names.TAG_RUN_ID}
+        args = self._args(model_name, done=names.TAG_RUN_ID)
         with self.engine.connect() as conn:
             row = tuple(conn.execute(sa.text(_WATERMARK), args).one())
             aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
         return (*row, aliases)
 
-    def _load(self, model_name: str) -> tuple[list[Candidate], dict[str, str]]:
+    def _load(self, model_name: str) -> tuple[list[Candidate], dict[str, str], Rows | None]:
         if self.dialect in _TAGS_SQL:
             try:
-                return self._load_sql(model_name)
+                with self.engine.connect() as conn:
+                    rows = self._read_sql(conn, model_name, None)
+                    aliases = self._aliases(conn, model_name)
+                return in_version_order(rows.by_version), aliases, rows
             except Exception as exc:  # an MLflow schema we do not know: the client path is always right, only slower
                 log.warning("fast SQL read of %s failed (%s); falling back to MlflowClient", model_name, exc)
                 self.dialect = None
-        return self._load_client(model_name)
+        candidates, aliases = self._load_client(model_name)
+        return candidates, aliases, None
 
-    def _load_sql(self, model_name: str) -> tuple[list[Candidate], dict[str, str]]:
+    def _aliases(self, conn: Any, model_name: str) -> dict[str, str]:
         import sqlalchemy as sa
 
-        args = {"ws": WORKSPACE, "name": model_name, "prefix": names.TAG_PREFIX + "%"}
-        out = []
-        with self.engine.connect() as conn:
-            tags_by_version = {
-                int(v): (json.loads(t) if isinstance(t, str) else t)
-                for v, t in conn.execute(sa.text(_TAGS.format(agg=_TAGS_SQL[self.dialect or ""])), args)
-            }
-            for version, created, run_id in conn.execute(sa.text(_VERSIONS), args):
-                tags = tags_by_version.get(int(version), {})
-                if usable(tags):
-                    out.append(candidate_from_tags(model_name, str(version), run_id, created, tags))
-            aliases = {a: str(v) for a, v in conn.execute(sa.text(_ALIASES), args)}
-        return out, aliases
+        return {a: str(v) for a, v in conn.execute(sa.text(_ALIASES), self._args(model_name))}
+
+    def _read_sql(self, conn: Any, model_name: str, only: list[int] | None) -> Rows:
+        """Versions (all of them, or ``only`` these) and their tags: usable candidates plus the marks of this read."""
+        import sqlalchemy as sa
+
+        where = "AND version IN :only" if only is not None else ""
+        args = self._args(model_name, keys=list(_IDENTITY_TAGS), metrics=names.METRIC_TAG_PREFIX + "%")
+        params: list[Any] = [sa.bindparam("keys", expanding=True)]
+        if only is not None:
+            args["only"], params = only, [*params, sa.bindparam("only", expanding=True)]
+        tags_sql = sa.text(_TAGS.format(agg=_TAGS_SQL[self.dialect or ""], only=where)).bindparams(*params)
+        tags_by_version = {
+            int(v): (json.loads(t) if isinstance(t, str) else t) for v, t in conn.execute(tags_sql, args)
+        }
+        versions_sql = sa.text(_VERSIONS.format(only=where))
+        if only is not None:
+            versions_sql = versions_sql.bindparams(sa.bindparam("only", expanding=True))
+        rows = Rows({})
+        for version, status, stage, created, updated, run_id, location, source in conn.execute(versions_sql, args):
+            version = int(version)
+            rows.max_updated, rows.top = max(rows.max_updated, int(updated or 0)), max(rows.top, version)
+            tags = tags_by_version.get(version, {})
+            if tags.get(names.TAG_RUN_ID):
+                rows.done.add(version)
+            elif stage != DELETED_STAGE:
+                rows.pending.add(version)
+            if stage == DELETED_STAGE:
+                rows.deleted.add(version)
+            if status == "READY" and stage != DELETED_STAGE and usable(tags):
+                uri = location or source or ""
+                rows.by_version[version] = candidate_from_tags(model_name, str(version), run_id, created, tags, uri)
+        return rows
+
+    def _delta(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:
+        """The snapshot with only the changed versions read again; None when a full reload is the better move."""
+        import sqlalchemy as sa
+
+        old = snap.rows
+        if old is None:
+            return None
+        args = self._args(model_name, since=old.max_updated, top=old.top, low=old.low)
+        args.update(done=names.TAG_RUN_ID, deleted=DELETED_STAGE)
+        try:
+            with self.engine.connect() as conn:
+                changed = {int(v) for (v,) in conn.execute(sa.text(_CHANGED), args)} - old.deleted
+                done_now = {int(v) for (v,) in conn.execute(sa.text(_DONE), args)}
+                changed |= done_now - old.done
+                if len(changed) > MAX_DELTA:
+                    return None
+                fresh = self._read_sql(conn, model_name, sorted(changed)) if changed else Rows({})
+        except Exception as exc:  # a failed delta is retried as a full reload
+            log.warning("delta refresh of %s failed (%s); reloading in full", model_name, exc)
+            return None
+        aliases = {a: str(v) for a, v in mark[-1]} if isinstance(mark, tuple) else {}  # the watermark read them
+        by_version = old.by_version.copy()
+        gone = [c for v in changed if (c := by_version.pop(v, None)) is not None]
+        came = [fresh.by_version[v] for v in sorted(fresh.by_version)]
+        by_version.update(fresh.by_version)
+        ranked = {}
+        for key, pool in snap.ranked.copy().items():  # a copy: readers may add pools meanwhile
+            moved = pool.updated(gone, came)
+            if moved is not None:  # else the target fingerprint moved: built again on first use
+                ranked[key] = moved
+        rows = Rows(
+            by_version,
+            (old.done - changed) | fresh.done,
+            (old.pending - changed) | fresh.pending,
+            old.deleted | fresh.deleted,
+            max(old.max_updated, fresh.max_updated),
+            max(old.top, fresh.top),
+        )
+        self.deltas += 1
+        if not gone and all(v > old.top for v in fresh.by_version):  # only new versions: they go at the end
+            candidates = snap.candidates + came
+        else:
+            candidates = in_version_order(by_version)
+        return Snapshot(candidates, aliases, mark, snap.loaded, now, ranked=ranked, rows=rows)
 
     # -- any store (HTTP tracking server) -----------------------------------------------------------------------
 
@@ -207,7 +367,11 @@ class CandidateIndex:
             for mv in page:
                 tags = mv.tags or {}
                 if mv.status == "READY" and usable(tags):
-                    out.append(candidate_from_tags(model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags))
+                    out.append(
+                        candidate_from_tags(
+                            model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or ""
+                        )
+                    )
             token = page.token
             if not token:
                 break
@@ -215,4 +379,8 @@ class CandidateIndex:
             aliases = dict(client.get_registered_model(model_name).aliases or {})
         except MlflowException:
             aliases = {}
-        return out, {a: str(v) for a, v in aliases.items()}
+        return sorted(out, key=lambda c: int(c.version)), {a: str(v) for a, v in aliases.items()}
+
+
+def in_version_order(by_version: dict[int, Candidate]) -> list[Candidate]:
+    return [by_version[v] for v in sorted(by_version)]

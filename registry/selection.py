@@ -5,8 +5,9 @@ No MLflow here: the same functions answer ``get_best`` and its brute-force oracl
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,6 +34,7 @@ class Candidate:
     threads: str = "all"
     evaluator_version: str = ""
     created_ms: int = 0
+    artifact_uri: str = field(default="", compare=False)  # where the version's files are (its storage location)
 
     @property
     def uri(self) -> str:
@@ -134,13 +136,19 @@ def judge(c: Candidate, k: Constraints) -> Verdict:
 COST_METRIC = {"top1": "top1", "size": "size_mb", "params": "params_m", "gmacs": "gmacs", "memory": "memory_rss_mb"}
 
 
+def cost_term(what: str, k: Constraints) -> tuple[str, float]:
+    """The metric behind ``what`` and its sign in a lower-is-better cost (top-1 is the one that grows)."""
+    return (k.latency_metric if what == "latency" else COST_METRIC[what]), (-1.0 if what == "top1" else 1.0)
+
+
+def _cost(c: Candidate, metric: str, sign: float) -> float:
+    v = c.metrics.get(metric, math.nan)
+    return sign * v if math.isfinite(v) else math.inf
+
+
 def cost(c: Candidate, what: str, k: Constraints) -> float:
     """A lower-is-better figure for ``what``; unmeasured is +inf (sorts last, never crashes the sort)."""
-    name = k.latency_metric if what == "latency" else COST_METRIC[what]
-    v = c.metric(name)
-    if not math.isfinite(v):
-        return math.inf
-    return -v if what == "top1" else v
+    return _cost(c, *cost_term(what, k))
 
 
 def score(c: Candidate, k: Constraints) -> float:
@@ -152,12 +160,42 @@ def score(c: Candidate, k: Constraints) -> float:
 
 def objective_key(v: Verdict, k: Constraints) -> tuple[float, ...]:
     """Smaller is better. Ties break on the declared tie-breakers, then (in rank) on the variant name and version."""
-    c = v.candidate
-    return (score(c, k), *(cost(c, m, k) for m in k.effective_tie_breakers))
+    return rank_key(k)(v.candidate)[0]
+
+
+def rank_key(k: Constraints) -> Callable[[Candidate], tuple[tuple[float, ...], str, int]]:
+    """The order ``rank`` sorts on, as a function of the candidate.
+
+    ``score``, then the tie-breakers' costs, then the variant name and version; metric names and signs are resolved
+    once, not per candidate.
+    """
+    ties = [cost_term(m, k) for m in k.effective_tie_breakers]
+    if k.objective == "weighted":
+        terms = [(w, *cost_term(m, k)) for m, w in (k.weights or {}).items() if w]
+
+        def objective(c: Candidate) -> float:
+            return sum(w * _cost(c, m, sign) for w, m, sign in terms)
+
+    else:
+        metric, sign = cost_term(k.objective, k)
+
+        def objective(c: Candidate) -> float:
+            return _cost(c, metric, sign)
+
+    def key(c: Candidate) -> tuple[tuple[float, ...], str, int]:
+        return (objective(c), *(_cost(c, m, s) for m, s in ties)), c.variant, int(c.version)
+
+    return key
 
 
 def rank(verdicts: Iterable[Verdict], k: Constraints) -> list[Verdict]:
-    return sorted(verdicts, key=lambda v: (objective_key(v, k), v.candidate.variant, int(v.candidate.version)))
+    key = rank_key(k)
+    return sorted(verdicts, key=lambda v: key(v.candidate))
+
+
+def feasible_in_rank_order(candidates: Iterable[Candidate], k: Constraints) -> Iterator[Verdict]:
+    """The feasible verdicts at ``k``'s operating point, best first (see :meth:`RankedPool.feasible`)."""
+    return RankedPool.build(candidates, k).feasible()
 
 
 def nearest(verdicts: Iterable[Verdict], n: int = 3) -> list[Verdict]:
@@ -169,45 +207,132 @@ def nearest(verdicts: Iterable[Verdict], n: int = 3) -> list[Verdict]:
     return sorted(verdicts, key=distance)[:n]
 
 
+def _newest(c: Candidate) -> tuple[int, int]:
+    return c.created_ms, int(c.version) if c.version.isdigit() else 0
+
+
+def at_point(c: Candidate, k: Constraints) -> bool:
+    """Measured on the target runner at the operating point (precision, batch, threads), on any fingerprint."""
+    return (
+        c.runner == k.target
+        and c.precision == k.effective_precision
+        and c.batch_size == k.batch_size
+        and (k.threads is None or c.threads == str(k.threads))
+    )
+
+
 def target_fingerprint(pool: list[Candidate], k: Constraints) -> str | None:
     """The fingerprint measurements are compared on: the declared one, else the most recently measured one."""
     if k.fingerprint is not None:
         return k.fingerprint
     if not pool:
         return None
-    return max(pool, key=lambda c: (c.created_ms, int(c.version) if c.version.isdigit() else 0)).fingerprint
+    return max(pool, key=_newest).fingerprint
 
 
 def at_operating_point(candidates: Iterable[Candidate], k: Constraints) -> list[Candidate]:
     """Candidates measured on the target at the operating point, on one fingerprint (never mixed)."""
-    pool = [
-        c
-        for c in candidates
-        if c.runner == k.target
-        and c.precision == k.effective_precision
-        and c.batch_size == k.batch_size
-        and (k.threads is None or c.threads == str(k.threads))
-    ]
+    pool = [c for c in candidates if at_point(c, k)]
     fp = target_fingerprint(pool, k)
     return [c for c in pool if c.fingerprint == fp]
+
+
+@dataclass(frozen=True, eq=False)
+class RankedPool:
+    """``at_operating_point(candidates, k)`` sorted on rank's key: what ``get_best`` walks, best first.
+
+    Built once per index snapshot and constraints; a delta refresh carries it over with :meth:`updated` instead of
+    ranking every candidate again.
+    """
+
+    k: Constraints
+    fingerprint: str | None
+    newest: tuple[int, int] | None  # the newest measurement at the operating point, on any fingerprint
+    keys: list[tuple[tuple[float, ...], str, int]]
+    candidates: list[Candidate]  # in rank order, parallel to keys
+
+    @classmethod
+    def build(cls, candidates: Iterable[Candidate], k: Constraints) -> RankedPool:
+        point = [c for c in candidates if at_point(c, k)]
+        fp = target_fingerprint(point, k)
+        key = rank_key(k)
+        ranked = sorted(((key(c), c) for c in point if c.fingerprint == fp), key=lambda kc: kc[0])
+        newest = max(map(_newest, point), default=None)
+        return cls(k, fp, newest, [kc[0] for kc in ranked], [kc[1] for kc in ranked])
+
+    def feasible(self) -> Iterator[Verdict]:
+        """The feasible verdicts best first, judging candidates only as far as the caller reads.
+
+        The same sequence as ``rank([v for v in verdicts if v.label == "feasible"], k)``: ``get_best`` judges a
+        handful of candidates instead of all of them.
+        """
+        for c in self.candidates:
+            v = judge(c, self.k)
+            if v.label == "feasible":
+                yield v
+
+    def updated(self, removed: Iterable[Candidate], added: Iterable[Candidate]) -> RankedPool | None:
+        """The pool once the ``removed`` candidates left and ``added`` came (a re-read version is in both).
+
+        Each change is found by bisection on rank's key: the cost grows with the changes, not with the pool. None when
+        the change moves the target fingerprint (a newer measurement on other hardware, or the newest one gone): the
+        caller builds the pool again.
+        """
+        k, fp, newest = self.k, self.fingerprint, self.newest
+        left = [c for c in removed if at_point(c, k)]
+        came = [c for c in added if at_point(c, k)]
+        if k.fingerprint is None:
+            if newest is not None and any(_newest(c) == newest for c in left):
+                back = [c for c in came if _newest(c) == newest]
+                if not back or back[0].fingerprint != fp:
+                    return None
+            for c in came:
+                if newest is None or _newest(c) > newest:
+                    if c.fingerprint != fp:
+                        return None
+                    newest = _newest(c)
+        keys, candidates, key = list(self.keys), list(self.candidates), rank_key(k)
+        for c in left:
+            if c.fingerprint == fp:
+                at = bisect.bisect_left(keys, key(c))
+                if at < len(candidates) and candidates[at].version == c.version:
+                    del keys[at], candidates[at]
+        for c in came:
+            if c.fingerprint == fp:
+                kk = key(c)
+                at = bisect.bisect(keys, kk)
+                keys.insert(at, kk)
+                candidates.insert(at, c)
+        return RankedPool(k, fp, newest, keys, candidates)
 
 
 def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, list[Verdict]]:
     """The best feasible candidate for ``k`` among those measured on its target, and every verdict."""
     pool = at_operating_point(candidates, k)
     if not pool:
-        raise NoCandidatesError(
-            f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
-            f"precision {k.effective_precision}"
-            + (f", threads {k.threads}" if k.threads else "")
-            + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
-        )
+        raise no_candidates(k)
     verdicts = [judge(c, k) for c in pool]
     feasible = rank([v for v in verdicts if v.label == "feasible"], k)
     if not feasible:
-        near = nearest(verdicts)
-        lines = "\n  ".join(v.describe() for v in near)
-        raise NoFeasibleModelError(
-            f"no model on {k.target!r} for {k.dataset!r} satisfies every constraint; nearest:\n  {lines}", near
-        )
+        raise no_feasible(verdicts, k)
     return feasible[0], verdicts
+
+
+def no_candidates(k: Constraints) -> NoCandidatesError:
+    return NoCandidatesError(
+        f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
+        f"precision {k.effective_precision}"
+        + (f", threads {k.threads}" if k.threads else "")
+        + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
+    )
+
+
+def no_feasible(verdicts: list[Verdict], k: Constraints, unavailable: Iterable[Candidate] = ()) -> NoFeasibleModelError:
+    """The error naming the nearest misses; ``unavailable``: feasible candidates left out (their artifact is gone)."""
+    gone = {c.version for c in unavailable}
+    near = nearest([v for v in verdicts if v.candidate.version not in gone])
+    lines = "\n  ".join(v.describe() for v in near)
+    note = f" (feasible but artifact missing: {', '.join('v' + v for v in sorted(gone, key=int))})" if gone else ""
+    return NoFeasibleModelError(
+        f"no model on {k.target!r} for {k.dataset!r} satisfies every constraint{note}; nearest:\n  {lines}", near
+    )

@@ -1,0 +1,75 @@
+"""The read path against a remote tracking server: a real `mlflow server` (SQLite backend, served artifacts) on
+loopback, evaluations logged through its HTTP API, ``get_best`` and ``load()`` over HTTP, and a deleted winner."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from registry import names
+from registry.client import Registry
+from registry.constraints import Constraints
+from registry.settings import Settings
+from tests.integration.stack import http_ok, local_stack, wait_for
+from tests.registry.conftest import log_one
+
+pytestmark = pytest.mark.integration  # starting the server and logging two models over HTTP: about a minute
+
+TTL_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def http_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """`mlflow server --serve-artifacts` on a free loopback port, as docker-compose.yml runs it (SQLite backend)."""
+    root = tmp_path_factory.mktemp("mlflow-http")
+    stack = local_stack(root, {})
+    with pytest.MonkeyPatch.context() as mp:
+        # Outside CI, MLflow's telemetry thread (started at import) pops an environment variable when its config fetch
+        # fails (no network here); a `requests` call reading os.environ at that moment dies with KeyError. Off first.
+        from mlflow.telemetry import set_telemetry_client
+
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        set_telemetry_client()
+    try:
+        proc = stack.start_mlflow_server(f"sqlite:///{root / 'mlflow.db'}")
+        wait_for("mlflow server", lambda: http_ok(f"{stack.mlflow_url}/health"), 300, [proc], every=0.5)
+        yield Settings(home=root / "client", tracking_uri=stack.mlflow_url)
+    finally:
+        stack.stop()
+
+
+def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny_onnx, tmp_path: Path) -> None:
+    ds = "http-read"
+    winner = log_one(http_store, tiny_onnx, ds, "winner", top1=0.95, top1_ci_low=0.94)
+    runner_up = log_one(http_store, tiny_onnx, ds, "runner_up", top1=0.90, top1_ci_low=0.89)
+    reg = Registry(settings=http_store, ttl_s=TTL_S, teams_dir=tmp_path)
+    assert reg.index.dialect is None  # the client path: MLflow's REST API, no database in reach
+    k = Constraints(dataset=ds, min_top1=0.5)
+
+    best = reg.get_best(k)
+    assert (best.candidate.variant, best.candidate.version) == ("winner", winner.version)
+    assert not best.candidate.artifact_uri.startswith(("/", "file:"))  # checked through the server, not on disk
+    assert {v.candidate.variant for v in best.verdicts} == {"winner", "runner_up"}
+
+    session = best.load()  # downloaded through the server's artifact proxy
+    _, x, y = tiny_onnx
+    out = session.run(None, {session.get_inputs()[0].name: x[:1]})[0]
+    np.testing.assert_allclose(out, y[:1], rtol=1e-3, atol=1e-4)
+
+    model = names.registered_model_name(ds)
+    client = MlflowClient(http_store.resolved_tracking_uri)
+    client.set_registered_model_alias(model, names.team_alias("http"), str(runner_up.version))
+    (tmp_path / "http.yaml").write_text(f"name: http\nconstraints: {{dataset: {ds}, min_top1: 0.5}}\n")
+    time.sleep(TTL_S * 1.5)
+    assert reg.get_champion("http").candidate.version == runner_up.version
+
+    client.delete_model_version(model, str(winner.version))
+    time.sleep(TTL_S * 1.5)  # the index's TTL: over HTTP every expiry reloads
+    for _ in range(3):
+        after = reg.get_best(k)
+        assert (after.candidate.variant, after.candidate.version) == ("runner_up", runner_up.version)
+        assert winner.version not in {c.version for c in reg.candidates(ds)}
+        time.sleep(TTL_S / 2)
