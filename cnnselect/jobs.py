@@ -56,33 +56,110 @@ def prepare_data(
 def gate_data(manifest: Any, settings: Settings | None = None, classes: list[str] | None = None) -> dict[str, Any]:
     """The held-out data gate (GX): logged as a ``gate/cnnselect.heldout_data`` run with the validation result.
 
-    Returns ``{"suite", "success", "run_id"}``; raises ``GateError`` (after logging) when the data fails.
+    Returns ``{"suite", "success", "run_id", "reused"}``; raises ``GateError`` (after logging) when the data fails.
+    Incremental: the gate's verdict is a function of the manifest (the digest of the readable images and the list of
+    unreadable ones), the gate's settings and the evaluator version, so a dataset that passed with the same three is
+    not validated again (its earlier gate run is returned).
     """
-    from evaluators.gates import DataGateConfig, GateError, check_data
+    import hashlib
+    import json
+
+    from evaluators.gates import DATA_SUITE, DataGateConfig
     from registry import names
-    from registry.tracking import log_gate
+    from registry.tracking import find_gate_run, log_gate
 
     settings = settings or Settings()
     names.validate_name("dataset", manifest.name)  # before anything reaches a path or a filter string
-    result = check_data(manifest, DataGateConfig(classes=tuple(classes) if classes else None))
-    key = f"gate-{result.suite}-{manifest.digest[:32]}"
+    config = DataGateConfig(classes=tuple(classes) if classes else None)
+    skipped = {name: sorted(split.skipped) for name, split in sorted(manifest.splits.items())}  # unreadable images
+    spec = json.dumps([manifest.digest, skipped, repr(config), names.EVALUATOR_VERSION])
+    key = f"gate-{DATA_SUITE}-{hashlib.sha256(spec.encode()).hexdigest()[:32]}"
+    passed = find_gate_run(settings, manifest.name, key, passed=True)
+    if passed is not None:
+        log.info("gate %s passed before for digest %s (MLflow run %s)", DATA_SUITE, manifest.digest[:12], passed)
+        return {"suite": DATA_SUITE, "success": True, "run_id": passed, "reused": True}
+
+    from evaluators.gates import GateError, check_data  # GX: seconds to import, only when the data is new
+
+    result = check_data(manifest, config)
     run_id = log_gate(settings, manifest.name, result.suite, result.to_json(), result.success, key)
     if not result.success:
         log.error("%s (MLflow run %s)", result.summary(), run_id)
         raise GateError(result)
     log.info("%s (MLflow run %s)", result.summary(), run_id)
-    return {"suite": result.suite, "success": True, "run_id": run_id}
+    return {"suite": result.suite, "success": True, "run_id": run_id, "reused": False}
 
 
-def plan(profile: str, models: list[str] | None = None, dataset: dict[str, Any] | None = None) -> list[str]:
+def plan(
+    profile: str,
+    models: list[str] | None = None,
+    dataset: dict[str, Any] | None = None,
+    discover_new: bool = False,
+    cold_start: bool = False,
+    settings: Settings | None = None,
+    discover_limit: int | None = None,
+) -> list[str]:
     """The variants to evaluate: the profile's, or an explicit list (validated later, one model at a time).
 
-    With ``dataset``, also what :func:`discover` finds not yet measured on it.
+    With ``cold_start`` (and no explicit list), the guide's shortlist (:func:`registry.recommend`) of every team that
+    nothing measured on ``dataset`` satisfies yet comes first, so the sweep measures those before the rest. With
+    ``discover_new``, also what :func:`discover` finds not yet measured on ``dataset`` (at most ``discover_limit``
+    of them per sweep, so a nightly run crawls the families a few variants at a time).
     """
     chosen = list(models) if models else list(get_profile(profile).models)
-    if dataset is not None:
-        chosen += [n for n in discover(chosen, dataset["name"]) if n not in chosen]
+    if (cold_start or discover_new) and dataset is None:
+        raise ValueError("cold_start and discover_new need the dataset (prepare_data's output)")
+    if cold_start and not models and dataset is not None:
+        first = cold_start_shortlist(dataset["name"], settings)
+        chosen = list(dict.fromkeys([*first, *chosen]))
+    if discover_new and dataset is not None:
+        found = [n for n in discover(chosen, dataset["name"], settings) if n not in chosen]
+        chosen += found[:discover_limit] if discover_limit is not None else found
     return chosen
+
+
+DISCOVER_MODES = ("scheduled", "always", "never")
+
+
+def discovery_on(mode: str, run_type: str) -> bool:
+    """Whether a DAG run pulls new family variants.
+
+    ``scheduled`` (the default) does it on the cron runs only, so a manual run measures exactly what was asked;
+    ``always`` / ``never`` force it.
+    """
+    if mode not in DISCOVER_MODES:
+        raise ValueError(f"discover mode {mode!r}; valid: {', '.join(DISCOVER_MODES)}")
+    return mode == "always" or (mode == "scheduled" and run_type == "scheduled")
+
+
+def cold_start_shortlist(dataset: str, settings: Settings | None = None, teams: str | None = None) -> list[str]:
+    """The guide's shortlist for each team on ``dataset`` whose constraints nothing measured satisfies yet.
+
+    A team file that does not parse is logged and left out (``cnn_promotion`` reports it); it never stops the sweep.
+    """
+    from registry.client import Registry
+    from registry.errors import RegistryError
+    from registry.recommend import recommend
+    from registry.teams import parse_team, teams_dir
+
+    reg = Registry(settings=settings or Settings())
+    shortlist: list[str] = []
+    for path in sorted(teams_dir(teams).glob("*.yaml")):
+        try:
+            team = parse_team(path)
+        except RegistryError as exc:
+            log.warning("cold start: skipping %s: %s", path.name, exc)
+            continue
+        if team.constraints.dataset != dataset:
+            continue
+        try:
+            reg.get_best(team.constraints)
+            continue  # satisfied already: its shortlist need not jump the queue
+        except RegistryError as exc:
+            picks = recommend(team.constraints)
+            log.info("cold start for team %s (%s): measuring %s first", team.name, type(exc).__name__, picks)
+            shortlist += picks
+    return list(dict.fromkeys(shortlist))
 
 
 def discover(variants: list[str], dataset: str, settings: Settings | None = None) -> list[str]:

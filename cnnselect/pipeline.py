@@ -54,7 +54,20 @@ def dataset_ref(manifest: DatasetManifest) -> DatasetRef:
     return DatasetRef(manifest.name, manifest.digest, str(manifest.root), manifest.classes, held.digest, held.count)
 
 
-def idempotency_key(variant: str, runner: str, profile: Profile, weights: str, dataset_digest: str, seed: int) -> str:
+def idempotency_key(
+    variant: str,
+    runner: str,
+    profile: Profile,
+    weights: str,
+    dataset_digest: str,
+    seed: int,
+    fingerprint: str = "",
+) -> str:
+    """What makes a measurement the same one: model and weights recipe, dataset, runner fingerprint, evaluator version.
+
+    ``fingerprint`` is the runner's fingerprint id (hardware and runtime versions): the same model measured on another
+    CPU or after an onnxruntime upgrade is a new measurement, not a rerun.
+    """
     spec = {
         "variant": variant,
         "runner": runner,
@@ -65,7 +78,20 @@ def idempotency_key(variant: str, runner: str, profile: Profile, weights: str, d
         "dataset": dataset_digest,
         "evaluator": names.EVALUATOR_VERSION,
     }
+    if fingerprint:
+        spec["fingerprint"] = fingerprint
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def runner_fingerprint_id(runner: str, image_size: int) -> str:
+    """The fingerprint id a measurement on ``runner`` would carry here (cheap: no model, no session)."""
+    from evaluators.runners import fingerprint_id, get_runner
+
+    try:
+        return fingerprint_id(get_runner(runner).fingerprint(batch_size=1, image_size=image_size))
+    except Exception as exc:  # an unknown or broken runner is recorded as a failure by the caller
+        log.debug("no fingerprint for %s: %s", runner, exc)
+        return "unavailable"
 
 
 def weights_cache_path(
@@ -190,17 +216,11 @@ def evaluate_model(
 ) -> list[Outcome]:
     """Evaluate one variant on each runner; returns one outcome per runner (never raises for a model's fault).
 
-    ``latency`` is an ``evaluators.latency.LatencySettings`` (default: its defaults, batch 1 and batch 8).
+    ``latency`` is an ``evaluators.latency.LatencySettings`` (default: its defaults, batch 1 and batch 8). What was
+    measured already is found with one MLflow search before anything heavy (torch, GX) is imported.
     """
-    from evaluators.accuracy import accuracy, predict_all, write_accuracy_artifacts
-    from evaluators.export import check_parity, export_onnx
-    from evaluators.gates import GateError, gate_evaluation
-    from evaluators.latency import LatencySettings, measure_batches
-    from evaluators.runners import TORCH_RUNNERS, PeakMemory, artifact_files, fingerprint_id, get_runner
-    from evaluators.runners.torch_cpu import save_torch_artifact
-    from evaluators.size import measure_size
     from registry.retry import scrub
-    from registry.tracking import Evaluation, filter_literal, find_finished, log_evaluation, log_failure
+    from registry.tracking import filter_literal, find_finished_many, log_failure
 
     settings = settings or Settings()
     say = progress or (lambda msg: log.info("%s: %s", variant, msg))
@@ -208,9 +228,16 @@ def evaluate_model(
     filter_literal("sweep id", sweep)  # the sweep id reaches MLflow filter strings: no quotes or control characters
     manifest = load_manifest(dataset_root)
     ds = dataset_ref(manifest)
-    keys = {r: idempotency_key(variant, r, profile, weights, ds.digest, settings.seed) for r in runners}
+    keys = {
+        r: idempotency_key(
+            variant, r, profile, weights, ds.digest, settings.seed, runner_fingerprint_id(r, profile.image_size)
+        )
+        for r in runners
+    }
 
     def fail(runner: str, err: StageError | Exception, stage: str | None = None) -> Outcome:
+        from evaluators.gates import GateError
+
         st = err.stage if isinstance(err, StageError) else (stage or "setup")
         msg = scrub(f"{variant} on {runner} failed at {st}: {err}", settings.resolved_tracking_uri)  # no secrets
         log.error(msg)
@@ -219,15 +246,23 @@ def evaluate_model(
         run_id = log_failure(settings, ds.name, variant, runner, st, msg, keys[runner], sweep, artifacts=gate)
         return Outcome(variant, runner, "failed", run_id=run_id, stage=st, error=msg)
 
-    outcomes: dict[str, Outcome] = {}
-    for r in runners:
-        done = find_finished(settings, ds.name, keys[r])
-        if done:
-            outcomes[r] = Outcome(variant, r, "skipped", run_id=done)
+    done = find_finished_many(settings, ds.name, list(keys.values()), variant=variant)
+    outcomes: dict[str, Outcome] = {
+        r: Outcome(variant, r, "skipped", run_id=done[keys[r]]) for r in runners if keys[r] in done
+    }
     todo = [r for r in runners if r not in outcomes]
     if not todo:
         say("already measured, skipped")
         return [outcomes[r] for r in runners]
+
+    from evaluators.accuracy import accuracy, predict_all, write_accuracy_artifacts
+    from evaluators.export import check_parity, export_onnx
+    from evaluators.gates import gate_evaluation
+    from evaluators.latency import LatencySettings, measure_batches
+    from evaluators.runners import TORCH_RUNNERS, PeakMemory, artifact_files, fingerprint_id, get_runner
+    from evaluators.runners.torch_cpu import save_torch_artifact
+    from evaluators.size import measure_size
+    from registry.tracking import Evaluation, log_evaluation
 
     work = settings.work_dir / re.sub(r"[^A-Za-z0-9_-]", "_", sweep) / variant  # no '..' or '/' from a sweep id
     try:
@@ -263,6 +298,7 @@ def evaluate_model(
         export_s = time.perf_counter() - t0
         size = _stage("size", lambda: measure_size(pulled.model, profile.image_size, entry.input_size, fp32.bytes))
         reference = get_runner("cpu")
+        ref_rss0 = _rss_mb()
         ref_session = _stage("parity", lambda: reference.load(fp32.path))
         ref_logits = _stage("parity", lambda: predict_all(lambda b: reference.predict(ref_session, b), x_held))
         parity = check_parity(pulled.model, ref_logits[:32], x_held[:32])
@@ -282,10 +318,16 @@ def evaluate_model(
             artifact = _stage("prepare", lambda: runner.prepare(fp32.path, work / r, x_cal))  # noqa: B023
             if isinstance(runner, PeakMemory):
                 runner.reset_peak_memory()
-            rss0 = _rss_mb()
-            session = _stage("load", lambda: runner.load(artifact))  # noqa: B023
-            say(f"{r}: accuracy on {len(x_held)} held-out images")
-            logits = _stage("accuracy", lambda: predict_all(lambda b: runner.predict(session, b), x_held))  # noqa: B023
+            if r == reference.name and artifact == fp32.path:  # the reference already ran this artifact on all images
+                rss0, session, logits = ref_rss0, ref_session, ref_logits
+            else:
+                rss0 = _rss_mb()
+                session = _stage("load", lambda: runner.load(artifact))  # noqa: B023
+                say(f"{r}: accuracy on {len(x_held)} held-out images")
+                logits = _stage(
+                    "accuracy",
+                    lambda: predict_all(lambda b: runner.predict(session, b), x_held),  # noqa: B023
+                )
             acc = accuracy(logits, y_held)
             acc_files, acc_extra = _stage(
                 "accuracy",

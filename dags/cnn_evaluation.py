@@ -2,8 +2,9 @@
 
 ### cnn_evaluation
 
-**Flow:** `prepare_data` (write or scan the ImageFolder, hash every image) -> `plan` (the profile's variants, plus
-the catalog variants and new timm pretrained tags not yet measured) -> `pull` (one mapped task per variant:
+**Flow:** `prepare_data` (write or scan the ImageFolder, hash every image) -> `plan` (the guide's shortlist for
+teams nothing satisfies yet, then the profile's variants, plus with `discover` the catalog variants and new timm
+pretrained tags not yet measured) -> `pull` (one mapped task per variant:
 fine-tune once, cache the weights) -> `measure_<runner>` (one mapped task per variant on each runner, on the runner's
 Celery queue and host pool: export ONNX, accuracy, latency, size, log to MLflow, register the artifact) ->
 `summarize` (reads the sweep back from MLflow; emits the `cnnselect://evaluations` asset that schedules
@@ -16,7 +17,9 @@ with back-off; the other variants carry on.
 
 **Params:** `profile` (demo, smoke, full), `models` (overrides the profile), `dataset_dir` (ImageFolder root with
 train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, timm-hub, scratch, file:<uri>),
-`discover` (also plan catalog variants / new timm tags not yet measured).
+`discover` (`scheduled`: on cron runs, also plan up to `discover_limit` catalog variants of the same families and new
+timm pretrained tags not yet measured; `always`; `never`), `cold_start` (with the profile's list:
+first measure the selection guide's shortlist for every team that nothing measured satisfies yet).
 """
 
 from __future__ import annotations
@@ -67,7 +70,15 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
         "dataset_dir": Param("", type="string", description="ImageFolder root; empty = the bundled digits"),
         "runners": Param(["cpu", "edge"], type="array", description=f"of {sorted(RUNNERS)}"),
         "weights": Param("finetune", type="string", description="finetune | timm-hub | scratch | file:<uri>"),
-        "discover": Param(False, type="boolean", description="also plan unmeasured catalog variants and new tags"),
+        "discover": Param(
+            "scheduled",
+            enum=["scheduled", "always", "never"],
+            description="plan unmeasured catalog variants and new timm tags: on cron runs only, always, or never",
+        ),
+        "discover_limit": Param(4, type="integer", minimum=0, description="at most this many discovered per run"),
+        "cold_start": Param(
+            True, type="boolean", description="first measure the guide's shortlist for teams nothing satisfies yet"
+        ),
     },
 )
 def cnn_evaluation() -> None:
@@ -88,8 +99,16 @@ def cnn_evaluation() -> None:
     def plan(dataset: dict) -> list[str]:
         from cnnselect import jobs
 
-        p = get_current_context()["params"]
-        return jobs.plan(p["profile"], p["models"] or None, dataset=dataset if p["discover"] else None)
+        context = get_current_context()
+        p, run_type = context["params"], context["dag_run"].run_type
+        return jobs.plan(
+            p["profile"],
+            p["models"] or None,
+            dataset=dataset,
+            discover_new=jobs.discovery_on(p["discover"], str(getattr(run_type, "value", run_type))),
+            discover_limit=p["discover_limit"],
+            cold_start=p["cold_start"],
+        )
 
     @task(map_index_template="{{ variant_label }}", pool="cnnselect-cpu-host", execution_timeout=timedelta(hours=4))
     def pull(variant: str, dataset: dict) -> str:

@@ -95,6 +95,25 @@ class Stack:
         self.procs.append(p)
         return p
 
+    def start_mlflow_server(self, backend_store_uri: str) -> Proc:
+        """`mlflow server` with served artifacts under ``root/mlartifacts``, as docker-compose.yml runs it."""
+        return self.start(
+            "mlflow",
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend_store_uri,
+            "--artifacts-destination",
+            str(self.root / "mlartifacts"),
+            "--serve-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.mlflow_url.rsplit(":", 1)[1],
+            "--workers",
+            "1",
+        )
+
     def run(self, *argv: str, timeout: float = 600) -> str:
         out = subprocess.run(list(argv), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:

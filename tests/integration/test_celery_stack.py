@@ -28,22 +28,7 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
         s.init_airflow()
         ml_port = s.mlflow_url.rsplit(":", 1)[1]
         procs = [
-            s.start(
-                "mlflow",
-                str(BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                mlflow_db,
-                "--artifacts-destination",
-                str(root / "mlartifacts"),
-                "--serve-artifacts",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                ml_port,
-                "--workers",
-                "1",
-            ),
+            s.start_mlflow_server(mlflow_db),
             s.start("api-server", str(BIN / "airflow"), "api-server", "--port", s.airflow_url.rsplit(":", 1)[1]),
             s.start("scheduler", str(BIN / "airflow"), "scheduler"),
             s.start("dag-processor", str(BIN / "airflow"), "dag-processor"),
