@@ -281,7 +281,7 @@ def _reports_experiment(client: Any, settings: Any, dataset: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    location = (settings.artifact_root / dataset / "reports").resolve().as_uri() if settings.is_local_store else None
+    location = settings.artifact_location(dataset, "reports")
     try:
         return str(client.create_experiment(name, artifact_location=location, tags={names.TAG_DATASET: dataset}))
     except MlflowException:  # created concurrently

@@ -22,6 +22,7 @@ from registry.selection import (
     no_candidates,
     no_feasible,
     rank,
+    rank_key,
 )
 from registry.settings import Settings
 from registry.teams import Team, load_team
@@ -33,10 +34,24 @@ class Answer:
 
     candidate: Candidate
     verdict: Verdict
-    pool: list[Candidate] = field(repr=False)  # every candidate judged against the constraints
+    _pool: list[Candidate] | None = field(repr=False)  # None: answered in the store; the index is read on first use
     constraints: Constraints
     _registry: Registry = field(repr=False)
     _verdicts: list[Verdict] | None = field(default=None, repr=False)
+
+    @property
+    def pool(self) -> list[Candidate]:
+        """Every candidate at the constraints' operating point and fingerprint, in rank order.
+
+        An answer computed in the store reads its pool from the index on first use: the store as it is then, with
+        the chosen candidate kept in it (at its rank) should it have changed since, so the answer explains itself.
+        """
+        if self._pool is None:
+            k = self.constraints
+            snap = self._registry.index.snapshot(names.registered_model_name(k.dataset))
+            pool = snap.ranked_pool(k.model_dump_json(), k).candidates
+            self._pool = pool if self.candidate in pool else sorted([*pool, self.candidate], key=rank_key(k))
+        return self._pool
 
     @property
     def uri(self) -> str:
@@ -150,8 +165,17 @@ class Registry:
         ``NoFeasibleModelError`` names the nearest misses; ``NoCandidatesError`` says nothing was measured there.
         """
         k = self._constraints(constraints)
-        snap = self.index.snapshot(names.registered_model_name(k.dataset))
-        key = k.model_dump_json()
+        model, key = names.registered_model_name(k.dataset), k.model_dump_json()
+        if not self.index.loaded(model):  # cold: computed in the store, without loading every version
+            light = self.index.light(model)
+            hit = light.answers.get(key)
+            if hit is not None and self.artifact_ok(hit.candidate, light.verified):
+                return hit
+            found = self.index.best_in_store(model, k, lambda c: self.artifact_ok(c, light.verified))
+            if found is not None:
+                light.answers[key] = Answer(found[0], found[1], None, k, self)
+                return light.answers[key]
+        snap = self.index.snapshot(model)
         cached = snap.answers.get(key)
         if cached is not None and self.artifact_ok(cached.candidate, snap.verified):
             return cached  # warm path: same load, same constraints, same answer (its artifact checked again)

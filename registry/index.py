@@ -142,6 +142,21 @@ class Snapshot:
         return pool
 
 
+@dataclass
+class Light:
+    """What ``get_best`` keeps for a model whose index is not loaded (SQL stores).
+
+    Answers computed in the store (:mod:`registry.pushdown`) per constraints, valid while the watermark they were
+    read under holds.
+    """
+
+    watermark: Hashable
+    created: float
+    checked: float
+    answers: dict[str, Any] = field(default_factory=dict)
+    verified: dict[str, tuple[bool, float]] = field(default_factory=dict)
+
+
 def candidate_from_tags(
     model_name: str, version: str, run_id: str, created_ms: int, tags: dict[str, Any], artifact_uri: str = ""
 ) -> Candidate:
@@ -192,6 +207,7 @@ class CandidateIndex:
         self._client = client
         self.ttl_s, self.max_age_s = ttl_s, max_age_s
         self._snapshots: dict[str, Snapshot] = {}
+        self._light: dict[str, Light] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._epoch = 0  # bumped by invalidate(): a refresh that began before it must not store what it read
@@ -231,13 +247,70 @@ class CandidateIndex:
                     self._snapshots[model_name] = new
             return new
 
+    def loaded(self, model_name: str) -> bool:
+        """The model's index is in memory (of any age): ``get_best`` answers from it, refreshing as needed."""
+        return model_name in self._snapshots
+
+    def light(self, model_name: str) -> Light:
+        """The answers computed in the store for this model, dropped when the watermark moves (TTL as above)."""
+        now = time.monotonic()
+        lt = self._light.get(model_name)
+        if lt is not None and now - lt.checked < self.ttl_s:
+            return lt
+        with self._guard:
+            lock = self._locks.setdefault(model_name, threading.Lock())
+        with lock:
+            epoch = self._epoch
+            lt = self._light.get(model_name)
+            now = time.monotonic()
+            if lt is not None and now - lt.checked < self.ttl_s:
+                return lt
+            mark = self._watermark(model_name)
+            if lt is not None and mark == lt.watermark and now - lt.created < self.max_age_s:
+                lt.checked = now
+                return lt
+            lt = Light(mark, now, now)
+            with self._guard:
+                if self._epoch == epoch:
+                    self._light[model_name] = lt
+            return lt
+
+    def best_in_store(
+        self, model_name: str, constraints: Any, artifact_ok: Callable[[Candidate], bool]
+    ) -> tuple[Candidate, Any] | None:
+        """``get_best`` computed in the store without loading the index (see :mod:`registry.pushdown`).
+
+        None when the store cannot (not SQL, or anything unusual): the caller loads the index.
+        """
+        from registry import pushdown
+
+        if self.dialect not in pushdown.DIALECTS:
+            return None
+        try:
+            with self.engine.connect() as conn:
+                return pushdown.best(
+                    conn,
+                    self.dialect,
+                    model_name,
+                    constraints,
+                    lambda c, versions: self._read_sql(c, model_name, versions).by_version,
+                    artifact_ok,
+                    WORKSPACE,
+                    DELETED_STAGE,
+                )
+        except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
+            log.warning("get_best in the store for %s failed (%s); loading the index", model_name, exc)
+            return None
+
     def invalidate(self, model_name: str | None = None) -> None:
         with self._guard:
             self._epoch += 1
             if model_name is None:
                 self._snapshots.clear()
+                self._light.clear()
             else:
                 self._snapshots.pop(model_name, None)
+                self._light.pop(model_name, None)
 
     # -- SQL stores ---------------------------------------------------------------------------------------------
 

@@ -151,9 +151,7 @@ def _record(registry: Registry, team: Team, best: Answer, previous: str | None, 
     client = registry.client
     exp = client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT)
     if exp is None:
-        location = None
-        if registry.settings.is_local_store:
-            location = (registry.settings.artifact_root / "promotions").resolve().as_uri()
+        location = registry.settings.artifact_location("promotions")
         try:
             exp_id = client.create_experiment(names.PROMOTIONS_EXPERIMENT, artifact_location=location)
         except Exception:  # created concurrently by another team's promotion

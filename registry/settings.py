@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     tracking_uri: str | None = None
     dataset_dir: Path | None = None
+    artifact_uri: str | None = None  # CNNSELECT_ARTIFACT_URI: root for experiments cnnselect creates (path, s3://...)
     seed: int = 0
 
     @property
@@ -40,9 +41,27 @@ class Settings(BaseSettings):
         return urlparse(self.resolved_tracking_uri).scheme in ("sqlite", "file", "")
 
     @property
+    def opens_store_directly(self) -> bool:
+        """This process opens the store itself (SQLite, PostgreSQL, ...), not through a tracking server."""
+        scheme = urlparse(self.resolved_tracking_uri).scheme.split("+")[0]
+        return scheme in ("sqlite", "file", "", "postgresql", "mysql", "mssql")
+
+    @property
     def artifact_root(self) -> Path:
-        """Artifact root for experiments created on a local store (a server chooses its own)."""
         return self.home / "mlartifacts"
+
+    def artifact_location(self, *parts: str) -> str | None:
+        """Where an experiment cnnselect creates keeps its artifacts.
+
+        Under ``CNNSELECT_ARTIFACT_URI`` when set; else, on a store this process opens directly, under
+        ``home/mlartifacts`` (MLflow's own default there is ``./mlruns`` of whatever directory the process runs in);
+        a tracking server chooses its own (None).
+        """
+        if self.artifact_uri:
+            return "/".join([self.artifact_uri.rstrip("/"), *parts])
+        if self.opens_store_directly:
+            return self.artifact_root.joinpath(*parts).resolve().as_uri()
+        return None
 
     @property
     def default_dataset_dir(self) -> Path:

@@ -89,7 +89,14 @@ def _client(settings: Settings) -> Any:
         os.environ.setdefault(var, value)
     uri = settings.resolved_tracking_uri
     with _CLIENTS_LOCK:
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
+        # MLflow also exports the URI as MLFLOW_TRACKING_URI; put the environment back, or every later Settings() of
+        # this process (and its subprocesses) would resolve to this store instead of its own
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
         key = (uri, mlflow.get_registry_uri())
         client = _CLIENTS.get(key)
         if client is None:
@@ -107,7 +114,7 @@ def filter_literal(kind: str, value: str) -> str:
 
 
 def ensure_experiment(settings: Settings, dataset: str) -> str:
-    """The dataset's experiment id, created on first use (artifacts under CNNSELECT_HOME for a local store)."""
+    """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(settings)
@@ -115,9 +122,7 @@ def ensure_experiment(settings: Settings, dataset: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    location = None
-    if settings.is_local_store:
-        location = (settings.artifact_root / dataset).resolve().as_uri()
+    location = settings.artifact_location(dataset)
     try:
         return str(client.create_experiment(name, artifact_location=location, tags={names.TAG_DATASET: dataset}))
     except MlflowException:  # created concurrently by another task

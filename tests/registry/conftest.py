@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,5 +96,12 @@ def add_version(shared_store: Settings, tiny_onnx) -> Callable[..., str]:
 
 @pytest.fixture
 def ds(request: pytest.FixtureRequest) -> str:
-    """A dataset name per test (and store): its own experiment and registered model in the shared store."""
-    return request.node.name.split("[")[0].replace("test_", "r-")[:50]
+    """A dataset name per test (and store): its own experiment and registered model in the shared store.
+
+    Parameters other than the store make it distinct too (``test_x[sqlite-a]`` and ``test_x[sqlite-b]`` share a
+    store, so they must not share a registered model).
+    """
+    name, _, params = request.node.name.partition("[")
+    extra = [p for p in params.rstrip("]").split("-") if p and p not in ("sqlite", "postgresql")]
+    suffix = "-" + hashlib.sha1("-".join(extra).encode()).hexdigest()[:6] if extra else ""
+    return name.replace("test_", "r-")[: 50 - len(suffix)] + suffix

@@ -20,6 +20,8 @@ def test_index_answers_from_memory_within_ttl_and_reloads_on_change(shared_store
     add_version(ds, "a", top1=0.90)
     cached = Registry(settings=shared_store, ttl_s=3600)
     fresh = Registry(settings=shared_store, ttl_s=0)
+    for reg in (cached, fresh):
+        reg.candidates(ds)  # the index loaded: get_best answers from it (a cold one is computed in the store)
     k = Constraints(dataset=ds)
     assert cached.get_best(k).candidate.variant == fresh.get_best(k).candidate.variant == "a"
     loads, deltas = fresh.index.loads, fresh.index.deltas
@@ -64,12 +66,14 @@ def test_never_deleted_missing_artifact_nan_or_other_fingerprint(
     assert latest
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["in-store", "index-reloads"])
 def test_many_readers_while_the_index_refreshes_get_only_valid_consistent_answers(
-    shared_store, add_version, ds: str
+    shared_store, add_version, ds: str, reload: bool
 ) -> None:
-    """8 readers (TTL 0: every call checks the watermark), one thread dropping the index (full reloads), a writer
-    adding better versions and deleting the best: every answer is a feasible, registered, self-consistent candidate,
-    and no call that starts after the deletion is visible returns the deleted version."""
+    """8 readers (TTL 0: every call checks the watermark), one thread dropping what the registry holds (and, with
+    ``reload``, loading the index again, so readers go back and forth between the index and answers computed in the
+    store), a writer adding better versions and deleting the best: every answer is a feasible, registered,
+    self-consistent candidate, and no call that starts after the deletion is visible returns the deleted version."""
     top1 = {"first": 0.80, "second": 0.90, "third": 0.95}
     registered = {add_version(ds, "first", top1=top1["first"]): "first"}
     reg = Registry(settings=shared_store, ttl_s=0)
@@ -90,6 +94,8 @@ def test_many_readers_while_the_index_refreshes_get_only_valid_consistent_answer
     def drop() -> None:
         while not stop.wait(0.05):
             reg.invalidate(ds)
+            if reload:
+                reg.candidates(ds)
 
     def answered(variant: str, after: float = 0.0) -> None:  # readers saw this state before the writer moves on
         deadline = time.monotonic() + 60
@@ -162,6 +168,7 @@ def test_delta_refresh_reads_what_a_full_reload_reads(shared_store, add_version,
     first = add_version(ds, "first", top1=0.80)
     reg = Registry(settings=shared_store, ttl_s=0)
     k = Constraints(dataset=ds)
+    reg.candidates(ds)  # the index loaded (get_best alone would answer in the store)
     reg.get_best(k)  # a ranked pool cached: each delta carries it over
     loads = reg.index.loads
 

@@ -1,13 +1,15 @@
 """The registry against real MLflow stores: SQLite and the running PostgreSQL (same suite, URI swapped)."""
 
 import math
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from registry import NoFeasibleModelError
-from registry.client import Registry
+from registry.client import Registry, local_dir
 from registry.constraints import Constraints
 from registry.settings import Settings
 from registry.tracking import DatasetRef, Evaluation, find_finished, log_evaluation, log_failure
@@ -82,10 +84,21 @@ def test_log_register_and_get_best(store: Settings, onnx_model, ds: str) -> None
 
     _, x, y = onnx_model
     np.testing.assert_allclose(best.load().run(None, {"input": x})[0], y, atol=1e-4)
+    # artifacts under CNNSELECT_HOME on SQLite and PostgreSQL alike, never ./mlruns of the working directory
+    assert local_dir(best.candidate.artifact_uri).startswith(str(store.artifact_root.resolve()))
 
     with pytest.raises(NoFeasibleModelError, match="max_params_m") as err:
         reg.get_best(Constraints(dataset=ds, max_params_m=0.1))
     assert {v.candidate.variant for v in err.value.nearest} == {"small", "big"}
+
+
+def test_logging_leaves_the_environment_tracking_uri_alone(
+    store: Settings, onnx_model, ds: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    log_evaluation(store, _evaluation(onnx_model, ds, "m", "k-env"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # MLflow's set_tracking_uri exports it; we put it back
+    assert Settings(home=tmp_path).resolved_tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def test_loaded_artifact_is_the_logged_model(store: Settings, onnx_model, ds: str) -> None:

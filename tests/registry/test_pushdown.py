@@ -1,0 +1,144 @@
+"""A cold ``get_best`` computed in the store agrees with the brute-force oracle over the same store's candidates."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from registry import NoCandidatesError, NoFeasibleModelError, names, pushdown
+from registry.client import Registry
+from registry.constraints import Constraints
+from registry.selection import select
+
+FAMILIES = ["resnet", "efficientnet", "mobilenetv3"]
+
+
+def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: random.Random) -> None:
+    """``n`` versions with what the store can hold: ties, NaN/inf, missing metrics, failed parity, other runners,
+    batch sizes and fingerprints, failed evaluations, deleted versions."""
+    add_version(ds, "seed", top1=0.5)
+    client = MlflowClient(reg.tracking_uri)
+    model = names.registered_model_name(ds)
+    seed = client.get_model_version(model, "1")
+    base = {k: v for k, v in seed.tags.items() if not k.startswith(names.METRIC_TAG_PREFIX)}
+    for i in range(n):
+        top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
+        lat = round(rng.uniform(0.5, 30), 1)
+        metrics: dict[str, Any] = {
+            "top1": top1,
+            "top1_ci_low": top1 - rng.choice([0.0, 0.01, 0.05]),
+            "latency_p95_ms": lat,
+            "latency_p95_ub_ms": lat * rng.choice([1.0, 1.1]),
+            "latency_p50_ms": lat * 0.8,
+            "params_m": rng.choice([1.0, 5.0, 25.0]),
+            "size_mb": rng.choice([4.0, 20.0, 100.0]),
+            "gmacs": rng.choice([0.1, 1.0, 4.0]),
+            "memory_rss_mb": rng.choice([10.0, 50.0]),
+            "top1_drop_vs_fp32": rng.choice([-0.01, 0.0, 0.02]),
+            "onnx_parity_ok": rng.choice([1.0, 1.0, 1.0, 0.0]),
+        }
+        odd = rng.random()
+        if odd < 0.08:
+            del metrics[rng.choice(sorted(metrics))]  # unmeasured
+        elif odd < 0.16:
+            metrics[rng.choice(sorted(metrics))] = rng.choice([float("nan"), float("inf")])
+        runner = rng.choice(["cpu", "cpu", "cpu", "edge"])
+        tags = {
+            **base,
+            names.TAG_VARIANT: f"v{rng.randint(0, 6)}",
+            names.TAG_FAMILY: rng.choice(FAMILIES),
+            names.TAG_RUNNER: runner,
+            names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
+            names.TAG_FINGERPRINT: "fp-new" if i > n // 3 else "fp-old",  # the newest measured is fp-new
+            names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
+            names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
+        }
+        tags.update({names.metric_tag(k): repr(float(v)) for k, v in metrics.items()})
+        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags)
+        if rng.random() < 0.04:
+            client.delete_model_version(model, mv.version)
+
+
+def random_constraints(ds: str, rng: random.Random) -> Constraints:
+    objective = rng.choice(["top1", "latency", "size", "weighted"])
+    pick = rng.choice
+    return Constraints(
+        dataset=ds,
+        target=pick(["cpu", "cpu", "edge"]),
+        batch_size=pick([1, 1, 8]),
+        fingerprint=pick([None, None, "fp-old", "fp-unknown"]),
+        latency_percentile=pick([95, 95, 50]),
+        max_latency_ms=pick([None, 5.0, 15.0, 25.0]),
+        min_top1=pick([None, 0.6, 0.8, 0.95]),
+        max_params_m=pick([None, 5.0, 30.0]),
+        max_size_mb=pick([None, 20.0]),
+        max_gmacs=pick([None, 1.0]),
+        max_peak_memory_mb=pick([None, 20.0]),
+        max_top1_drop=pick([None, 0.0, 0.01]),
+        families=pick([None, None, ("resnet",), ("resnet", "mobilenetv3")]),
+        objective=objective,
+        weights=(
+            {"top1": pick([0.0, 100.0]), "latency": pick([0.5, 1.0]), "size": pick([0.0, 0.1]), "gmacs": pick([0, 2.0])}
+            if objective == "weighted"
+            else None
+        ),
+        tie_breakers=pick([None, ("size",), ("gmacs", "latency")]) if objective == "top1" else None,
+    )
+
+
+def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(7)
+    reg = Registry(settings=shared_store, ttl_s=3600)
+    seed_messy_versions(reg, add_version, ds, 90, rng)
+    model = names.registered_model_name(ds)
+    candidates = reg.candidates(ds)  # the index: what the oracle judges
+    answered = 0
+    for trial in range(300):
+        k = random_constraints(ds, rng)
+        monkeypatch.setattr(pushdown, "PAGE", rng.choice([2, 5, 32]))  # small pages: the stopping rule across pages
+        monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
+        try:
+            want: str | None = select(candidates, k)[0].candidate.version
+        except (NoCandidatesError, NoFeasibleModelError):
+            want = None
+        got = reg.index.best_in_store(model, k, lambda c: True)
+        assert (got[0].version if got else None) == want, (trial, k)
+        if got is not None:
+            assert got[1].label == "feasible" and got[1].candidate is got[0]
+            answered += 1
+    assert 30 <= answered <= 270  # both outcomes were exercised, not a degenerate draw
+    assert not [r.message for r in caplog.records if "loading the index" in r.message]  # the store answered each
+
+
+def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
+    add_version(ds, "a", top1=0.90)
+    reg = Registry(settings=shared_store, ttl_s=0)
+    k = Constraints(dataset=ds, max_latency_ms=10)
+    model = names.registered_model_name(ds)
+    first = reg.get_best(k)
+    assert first.candidate.variant == "a" and not reg.index.loaded(model)  # no version list was loaded
+    assert reg.get_best(k) is first  # nothing changed: the same answer, from memory after one watermark query
+    add_version(ds, "b", top1=0.95)
+    assert reg.get_best(k).candidate.variant == "b"
+    add_version(ds, "c", top1=0.99, latency_p95_ub_ms=11.0)  # point estimate 2.0 passes, its bound does not
+    best = reg.get_best(k)
+    assert best.candidate.variant == "b" and reg.index.loads == 0
+    labels = {v.candidate.variant: v.label for v in best.verdicts}  # the pool is read on first use
+    assert labels == {"a": "feasible", "b": "feasible", "c": "marginal"} and reg.index.loaded(model)
+    assert reg.get_best(k).candidate.variant == "b"  # now from the index
+
+
+def test_a_value_the_store_cannot_read_falls_back_to_the_index(shared_store, add_version, ds: str) -> None:
+    version = add_version(ds, "odd", top1=0.9)
+    MlflowClient(shared_store.resolved_tracking_uri).set_model_version_tag(
+        names.registered_model_name(ds), version, names.metric_tag("params_m"), "1_000"
+    )  # Python reads 1000.0; PostgreSQL refuses the cast, SQLite reads 1
+    reg = Registry(settings=shared_store)
+    assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "odd"
+    with pytest.raises(NoFeasibleModelError):
+        reg.get_best(Constraints(dataset=ds, max_params_m=10))
