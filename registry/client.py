@@ -107,10 +107,12 @@ class Registry:
         ttl_s: float = 2.0,
         max_age_s: float = 60.0,
         teams_dir: str | Path | None = None,
+        prefetch: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         self.tracking_uri = tracking_uri or self.settings.resolved_tracking_uri
         self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir
+        self.prefetch = prefetch  # after an answer computed in the store, load the index in the background
         self._client: Any = None
         self._index: CandidateIndex | None = None
         self._lock = threading.Lock()
@@ -169,12 +171,15 @@ class Registry:
         if not self.index.loaded(model):  # cold: computed in the store, without loading every version
             light = self.index.light(model)
             hit = light.answers.get(key)
-            if hit is not None and self.artifact_ok(hit.candidate, light.verified):
+            if hit is None or not self.artifact_ok(hit.candidate, light.verified):
+                found = self.index.best_in_store(model, k, lambda c: self.artifact_ok(c, light.verified))
+                hit = Answer(found[0], found[1], None, k, self) if found is not None else None
+                if hit is not None:
+                    light.answers[key] = hit
+            if hit is not None:
+                if self.prefetch:
+                    self.index.prefetch(model)
                 return hit
-            found = self.index.best_in_store(model, k, lambda c: self.artifact_ok(c, light.verified))
-            if found is not None:
-                light.answers[key] = Answer(found[0], found[1], None, k, self)
-                return light.answers[key]
         snap = self.index.snapshot(model)
         cached = snap.answers.get(key)
         if cached is not None and self.artifact_ok(cached.candidate, snap.verified):

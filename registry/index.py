@@ -208,6 +208,10 @@ class CandidateIndex:
         self.ttl_s, self.max_age_s = ttl_s, max_age_s
         self._snapshots: dict[str, Snapshot] = {}
         self._light: dict[str, Light] = {}
+        self._light_locks: dict[
+            str, threading.Lock
+        ] = {}  # apart from the loaders': a cold answer never waits on a load
+        self._prefetching: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._epoch = 0  # bumped by invalidate(): a refresh that began before it must not store what it read
@@ -258,7 +262,7 @@ class CandidateIndex:
         if lt is not None and now - lt.checked < self.ttl_s:
             return lt
         with self._guard:
-            lock = self._locks.setdefault(model_name, threading.Lock())
+            lock = self._light_locks.setdefault(model_name, threading.Lock())
         with lock:
             epoch = self._epoch
             lt = self._light.get(model_name)
@@ -274,6 +278,31 @@ class CandidateIndex:
                 if self._epoch == epoch:
                     self._light[model_name] = lt
             return lt
+
+    def prefetch(self, model_name: str) -> None:
+        """Load the model's index in a background thread, once.
+
+        Later changes then arrive as deltas (ms) instead of being computed in the store again. A failure is logged;
+        answers keep coming from the store meanwhile.
+        """
+
+        def load() -> None:
+            try:
+                self.snapshot(model_name)
+            except Exception as exc:  # the store went away meanwhile: nothing lost, the next cold answer tries again
+                log.warning("background index load of %s failed (%s)", model_name, exc)
+            finally:
+                with self._guard:
+                    self._prefetching.discard(model_name)
+
+        with self._guard:
+            if model_name in self._snapshots or model_name in self._prefetching:
+                return
+            self._prefetching.add(model_name)
+        threading.Thread(target=load, name=f"cnnselect-index-{model_name}", daemon=True).start()
+
+    def prefetching(self, model_name: str) -> bool:
+        return model_name in self._prefetching
 
     def best_in_store(
         self, model_name: str, constraints: Any, artifact_ok: Callable[[Candidate], bool]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -142,3 +143,18 @@ def test_a_value_the_store_cannot_read_falls_back_to_the_index(shared_store, add
     assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "odd"
     with pytest.raises(NoFeasibleModelError):
         reg.get_best(Constraints(dataset=ds, max_params_m=10))
+
+
+def test_a_prefetching_registry_loads_the_index_in_the_background(shared_store, add_version, ds: str) -> None:
+    add_version(ds, "a", top1=0.90)
+    reg = Registry(settings=shared_store, ttl_s=0, prefetch=True)  # what registry.get_best() uses
+    k = Constraints(dataset=ds)
+    model = names.registered_model_name(ds)
+    assert reg.get_best(k).candidate.variant == "a"  # answered in the store; the index loads behind it
+    deadline = time.monotonic() + 30
+    while not reg.index.loaded(model) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reg.index.loaded(model) and reg.index.loads == 1 and not reg.index.prefetching(model)
+    add_version(ds, "b", top1=0.95)
+    assert reg.get_best(k).candidate.variant == "b"
+    assert (reg.index.loads, reg.index.deltas) == (1, 1)  # the change came as a delta, not another in-store query
