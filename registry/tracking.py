@@ -275,12 +275,7 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags) as run:
         run_id = run.info.run_id
         writes.started.append(run_id)
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)[:500]) for k, v in ev.params.items()],
-        )
+        client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in ev.params.items()])
         mlflow.log_dict(ev.fingerprint, "fingerprint.json")
         with warnings.catch_warnings():  # MLflow registers two local-path source classes and warns that it picks one
             warnings.simplefilter("ignore", UserWarning)
@@ -300,6 +295,12 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
             onnx_execution_providers=["CPUExecutionProvider"],
             pip_requirements=_pip_requirements(),
             tags=tags,
+        )
+        # metrics after the model, linked to it in the same batch (logged before it, MLflow would copy each metric's
+        # history onto the model: one query per metric)
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id, metrics=[Metric(k, v, now, 0, run_id=run_id, model_id=info.model_id) for k, v in metrics.items()]
         )
         version_tags = {
             **tags,

@@ -101,6 +101,18 @@ def test_logging_leaves_the_environment_tracking_uri_alone(
     assert Settings(home=tmp_path).resolved_tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
+def test_metrics_land_on_the_run_and_on_the_logged_model(store: Settings, onnx_model, ds: str) -> None:
+    from mlflow import MlflowClient
+
+    logged = log_evaluation(store, _evaluation(onnx_model, ds, "m", "k-lm", top1=0.93))
+    client = MlflowClient(store.resolved_tracking_uri)
+    run = client.get_run(logged.run_id)
+    assert run.data.metrics["top1"] == pytest.approx(0.93)
+    (output,) = run.outputs.model_outputs
+    on_model = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics or []}
+    assert on_model["top1"] == pytest.approx(0.93)  # the MLflow UI's model page shows them
+
+
 def test_loaded_artifact_is_the_logged_model(store: Settings, onnx_model, ds: str) -> None:
     log_evaluation(store, _evaluation(onnx_model, ds, "m", "k9"))
     _, x, y = onnx_model
