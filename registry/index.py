@@ -7,6 +7,9 @@ those whose run-id tag appeared since, the last updated). No clock is compared a
 full reload regardless, which catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are
 read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
 tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
+
+Until a model's index is loaded, ``get_best`` on a SQL store is computed in the store instead
+(:mod:`registry.pushdown`), its answers kept in a :class:`Light` entry under the same TTL and watermark rule.
 """
 
 from __future__ import annotations
