@@ -168,7 +168,7 @@ class Registry:
         """
         k = self._constraints(constraints)
         model, key = names.registered_model_name(k.dataset), k.model_dump_json()
-        if not self.index.loaded(model):  # cold: computed in the store, without loading every version
+        if self.index.computes_in_store and not self.index.loaded(model):  # cold: no need to load every version
             light = self.index.light(model)
             hit = light.answers.get(key)
             if hit is None or not self.artifact_ok(hit.candidate, light.verified):

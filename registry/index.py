@@ -211,9 +211,8 @@ class CandidateIndex:
         self.ttl_s, self.max_age_s = ttl_s, max_age_s
         self._snapshots: dict[str, Snapshot] = {}
         self._light: dict[str, Light] = {}
-        self._light_locks: dict[
-            str, threading.Lock
-        ] = {}  # apart from the loaders': a cold answer never waits on a load
+        # apart from the loaders' locks: a cold answer never waits on a full load
+        self._light_locks: dict[str, threading.Lock] = {}
         self._prefetching: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -253,6 +252,13 @@ class CandidateIndex:
                 if self._epoch == epoch:  # else an invalidate() came meanwhile: the next reader reads again
                     self._snapshots[model_name] = new
             return new
+
+    @property
+    def computes_in_store(self) -> bool:
+        """A cold ``get_best`` can be computed in this store (see :meth:`best_in_store`)."""
+        from registry import pushdown
+
+        return self.dialect in pushdown.DIALECTS
 
     def loaded(self, model_name: str) -> bool:
         """The model's index is in memory (of any age): ``get_best`` answers from it, refreshing as needed."""
@@ -316,7 +322,7 @@ class CandidateIndex:
         """
         from registry import pushdown
 
-        if self.dialect not in pushdown.DIALECTS:
+        if self.dialect is None or not self.computes_in_store:
             return None
         try:
             with self.engine.connect() as conn:
