@@ -88,7 +88,7 @@ def version_tags(base_tags: dict[str, str], i: int) -> dict[str, str]:
     tags = {**base_tags, names.TAG_VARIANT: f"m{i}", names.TAG_FAMILY: FAMILIES[i % len(FAMILIES)],
             names.TAG_RUNNER: runner, names.TAG_PRECISION: "fp32" if runner == "cpu" else "int8"}  # fmt: skip
     tags.update({names.metric_tag(k): repr(v) for k, v in metrics.items()})
-    return tags
+    return names.with_card(tags)
 
 
 def seed(uri: str, home: Path, n: int, workers: int) -> tuple[float, dict[str, str], str, str]:

@@ -219,6 +219,7 @@ class CandidateIndex:
         self._epoch = 0  # bumped by invalidate(): a refresh that began before it must not store what it read
         self.loads = 0  # full reloads done (observable in tests and the bench)
         self.deltas = 0  # refreshes that read only the changed versions
+        self.store_queries: dict[str, int] = {}  # answers computed in the store, by source (registry.pushdown)
         scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
         self.dialect = scheme if scheme in SQL_SCHEMES else None
 
@@ -335,6 +336,7 @@ class CandidateIndex:
                     artifact_ok,
                     WORKSPACE,
                     DELETED_STAGE,
+                    self.store_queries,
                 )
         except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
             log.warning("get_best in the store for %s failed (%s); loading the index", model_name, exc)

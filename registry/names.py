@@ -31,6 +31,16 @@ TAG_TEAM = "cnnselect.team"
 TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
 PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
 METRIC_TAG_PREFIX = "cnnselect.metric."  # metrics copied onto model versions: one registry search answers get_best
+# One tag per usable version: the figures a cold get_best reads in the store (registry.pushdown), in one short value
+# instead of about 15 key-value rows. It mirrors the version's own tags at registration (cnnselect never edits them
+# afterwards); the exact verdict is always taken from those tags. The format is in the key: a new one gets a new key.
+TAG_CARD = "cnnselect.card.v1"
+CARD_METRICS = (
+    "top1", "latency_p95_ms", "latency_p95_ub_ms", "size_mb", "onnx_parity_ok", "top1_ci_low", "params_m", "gmacs",
+    "memory_rss_mb", "top1_drop_vs_fp32", "latency_p50_ms", "latency_p50_ub_ms", "latency_p90_ms",
+    "latency_p90_ub_ms", "latency_p99_ms", "latency_p99_ub_ms",
+)  # fmt: skip
+CARD_FIELDS = ("point", "fingerprint", "family", *CARD_METRICS)  # space-separated, in this order; "-" = none
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -83,3 +93,44 @@ def run_name(variant: str, runner: str, precision: str) -> str:
 
 def metric_tag(metric: str) -> str:
     return METRIC_TAG_PREFIX + metric
+
+
+def card_point(runner: str, precision: str, batch_size: int, threads: str) -> str:
+    """The operating point as the card's first field: ``runner/precision/batch/threads``."""
+    return f"{runner}/{precision}/{batch_size}/{threads}"
+
+
+def card(tags: dict[str, str]) -> str | None:
+    """The card of a version with these tags (see ``TAG_CARD``), or None when a value does not fit its format.
+
+    It holds what the index would build from the same tags: the batch size defaults to 1 and the threads to "all";
+    a metric that is missing, unreadable or not finite is "-" (the index leaves it unmeasured).
+    """
+    import math
+
+    batch = tags.get(TAG_BATCH_SIZE) or "1"
+    if not batch.isdigit():
+        return None
+    ident = [tags.get(TAG_RUNNER, ""), tags.get(TAG_PRECISION, ""), tags.get(TAG_THREADS) or "all"]
+    if not all(ident) or any("/" in v for v in ident):
+        return None
+    fields = [card_point(ident[0], ident[1], int(batch), ident[2])]
+    fields += [tags.get(TAG_FINGERPRINT) or "-", tags.get(TAG_FAMILY) or "-"]
+    for metric in CARD_METRICS:
+        try:
+            value = float(tags.get(metric_tag(metric), "nan"))
+        except ValueError:
+            value = math.nan
+        fields.append(repr(value) if math.isfinite(value) else "-")
+    if any(not f or f.split() != [f] for f in fields):  # empty, or a space inside: the positions would shift
+        return None
+    return " ".join(fields)
+
+
+def with_card(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` with their card (an old one dropped): what a version is registered with."""
+    out = {k: v for k, v in tags.items() if k != TAG_CARD}
+    value = card(out)
+    if value is not None:
+        out[TAG_CARD] = value
+    return out

@@ -14,6 +14,13 @@ Why the answer is the index's answer:
   and a value Python cannot use costs +inf there (SQLite reads 'nan' or 'inf' as 0: lower, still a floor);
   so once the next row's SQL objective is above the best feasible one's exact objective, nothing unread beats it.
 
+Where the rows come from: on PostgreSQL, when every fully logged version has its card (``names.TAG_CARD``), one
+row per version, its fields cut out with ``split_part`` and the operating point a prefix test; about a tenth of the
+work of the pivot, which reads some 15 key-value rows per version and groups them. Elsewhere (SQLite, or versions
+registered before cards) the pivot. Either way the SQL is a coarse filter only: the card is written from the same tags
+the verdict reads, and a card that disagreed with them could only let through a version Python then rejects, or hide
+one whose tags were edited by hand after registration (cnnselect never edits them).
+
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
 cannot cast) returns None and the caller loads the index, which is always right, only slower.
 """
@@ -29,6 +36,7 @@ from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
 
 DIALECTS = ("postgresql", "sqlite")
+CARD_DIALECTS = ("postgresql",)  # split_part and starts_with; SQLite has neither and keeps the pivot
 PAGE = 32
 MAX_PAGES = 4
 _CAST = {"postgresql": "DOUBLE PRECISION", "sqlite": "REAL"}
@@ -44,11 +52,15 @@ def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
 class Query:
     """The SQL for one constraints set: tag names bound as parameters, never spliced into the text."""
 
-    def __init__(self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str) -> None:
-        self.k, self.cast = k, _CAST[dialect]
+    def __init__(
+        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, card: bool = False
+    ) -> None:
+        self.k, self.cast, self.card = k, _CAST[dialect], card
+        self.source = "card" if card else "pivot"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
         self.columns: dict[str, str] = {}  # tag key -> column alias in the pivot
         self.point: list[str] = []  # at the operating point and usable
+        self.card_point = ""  # the same, on the card's row (card mode)
         self.budgets: list[str] = []  # what feasibility implies
         ident = {
             "runner": names.TAG_RUNNER,
@@ -75,16 +87,24 @@ class Query:
         return f":{name}"
 
     def col(self, metric: str) -> str:
+        """The metric's value (text, NULL when missing) in the rows of ``p``."""
         key = names.metric_tag(metric)
         if key not in self.columns:
             self.columns[key] = f"m{len(self.columns)}"
-        return self.columns[key]
+        if self.card:  # cut from the card where it is read: a row an earlier test rejects never parses the rest
+            return _card_field(metric) if metric in names.CARD_METRICS else "NULL"
+        return f"t.{self.columns[key]}"
 
     def num(self, metric: str) -> str:
-        return f"CAST(t.{self.col(metric)} AS {self.cast})"
+        return f"CAST({self.col(metric)} AS {self.cast})"
 
     def _point(self) -> None:
         k, a = self.k, self._arg
+        if self.card:  # one prefix test on the card's first field (see names.card_point)
+            point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
+            full = f"{point}{k.threads} " if k.threads is not None else point
+            self.card_point = f"starts_with(value, {a('point', full)})"
+            return
         self.point += [
             f"t.status = {a('ok', names.STATUS_OK)}",
             "t.run_id <> ''",
@@ -116,26 +136,43 @@ class Query:
             self.budgets.append(f"({n(bound)} {op} {lim} OR {test})" if bound else test)
         self.budgets.append(f"{n('onnx_parity_ok')} = 1")
         for needed in ("top1", k.latency_metric, "size_mb"):
-            self.budgets.append(f"t.{self.col(needed)} IS NOT NULL")
+            self.budgets.append(f"{self.col(needed)} IS NOT NULL")
         if k.families is not None:
             fams = ", ".join(a("fam", f) for f in k.families)
-            self.budgets.append(f"t.family IN ({fams})")
+            family = _card_field("family") if self.card else "t.family"
+            self.budgets.append(f"{family} IN ({fams})")
+
+    @property
+    def fits_card(self) -> bool:
+        """Every tag this query reads is on the card."""
+        on_card = {names.TAG_FINGERPRINT, names.TAG_FAMILY, *map(names.metric_tag, names.CARD_METRICS)}
+        point = {names.TAG_RUNNER, names.TAG_PRECISION, names.TAG_BATCH_SIZE, names.TAG_THREADS}
+        usable = {names.TAG_STATUS, names.TAG_RUN_ID}  # implied: a card is written with them
+        return all(key in on_card | point | usable for key in self.columns)
 
     def sql(self) -> str:
-        pivot = ",\n    ".join(f"MAX(CASE WHEN key = {a} THEN value END) AS {alias}" for alias, a in self.pivot.items())
-        keys = ", ".join(self.pivot.values())
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
-        return f"""
-WITH t AS (
-  SELECT version,
+        if self.card:  # a card is written with status ok and the run id: usable by construction
+            self.args["card"] = names.TAG_CARD
+            t = f"""SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
+  FROM model_version_tags
+  WHERE workspace = :ws AND name = :name AND key = :card AND {self.card_point}"""
+        else:
+            pivot = ",\n    ".join(
+                f"MAX(CASE WHEN key = {a} THEN value END) AS {alias}" for alias, a in self.pivot.items()
+            )
+            t = f"""SELECT version,
     {pivot}
   FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key IN ({keys})
-  GROUP BY version
+  WHERE workspace = :ws AND name = :name AND key IN ({", ".join(self.pivot.values())})
+  GROUP BY version"""
+        return f"""
+WITH t AS (
+  {t}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
-  WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted AND {" AND ".join(self.point)}
+  WHERE {" AND ".join(["mv.status = 'READY'", "COALESCE(mv.current_stage, '') <> :deleted", *self.point])}
 ), newest AS (
   SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1
 ), f AS (
@@ -144,6 +181,11 @@ WITH t AS (
 )
 SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
+
+
+def _card_field(field: str) -> str:
+    """A field of the card in ``p`` (``split_part`` counts from 1; "-" is none)."""
+    return f"NULLIF(split_part(t.card, ' ', {names.CARD_FIELDS.index(field) + 1}), '-')"
 
 
 def best(
@@ -155,14 +197,20 @@ def best(
     artifact_ok: Callable[[Candidate], bool],
     workspace: str,
     deleted_stage: str,
+    used: dict[str, int] | None = None,
 ) -> tuple[Candidate, Verdict] | None:
     """The best feasible candidate for ``k`` whose artifact is there, or None when the caller must load the index.
 
-    ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them.
+    ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them. ``used``
+    counts the queries by source: ``card`` (one card per version) or ``pivot`` (the version's tags, key by key).
     """
     import sqlalchemy as sa
 
     q = Query(dialect, model_name, k, workspace, deleted_stage)
+    if dialect in CARD_DIALECTS and q.fits_card and all_carded(conn, model_name, workspace):
+        q = Query(dialect, model_name, k, workspace, deleted_stage, card=True)
+    if used is not None:
+        used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())
     key = rank_key(k)
     winner: tuple[Any, Verdict] | None = None  # (rank key, verdict)
@@ -181,6 +229,23 @@ def best(
         if len(rows) < PAGE:  # every row read
             return _settle(winner[1], artifact_ok) if winner is not None else None
     return None  # not settled within the pages read: the index decides
+
+
+_UNCARDED = """
+SELECT count(*) FROM model_version_tags r
+WHERE r.workspace = :ws AND r.key = :done AND r.name = :name AND NOT EXISTS (
+  SELECT 1 FROM model_version_tags c
+  WHERE c.workspace = :ws AND c.key = :card AND c.name = :name AND c.version = r.version
+)
+"""
+
+
+def all_carded(conn: Any, model_name: str, workspace: str) -> bool:
+    """Every fully logged version has a card (versions registered before cards existed do not)."""
+    import sqlalchemy as sa
+
+    args = {"ws": workspace, "name": model_name, "done": names.TAG_RUN_ID, "card": names.TAG_CARD}
+    return int(conn.execute(sa.text(_UNCARDED), args).scalar_one()) == 0
 
 
 def _beyond(floor: float, best_objective: float) -> bool:

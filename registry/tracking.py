@@ -302,12 +302,12 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         client.log_batch(
             run_id, metrics=[Metric(k, v, now, 0, run_id=run_id, model_id=info.model_id) for k, v in metrics.items()]
         )
-        version_tags = {
+        version_tags = names.with_card({
             **tags,
             names.TAG_STATUS: names.STATUS_OK,
             **{names.metric_tag(m): repr(v) for m, v in metrics.items()},
             names.TAG_RUN_ID: run_id,  # what the index reads as "fully logged"
-        }
+        })  # fmt: skip
         mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)  # the version with all its tags
     client.set_tag(run_id, names.TAG_STATUS, names.STATUS_OK)  # the last write: ``ok`` means complete
     writes.started.remove(run_id)

@@ -88,6 +88,7 @@ def add_version(shared_store: Settings, tiny_onnx) -> Callable[..., str]:
             names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
         })  # fmt: skip
         tags.update({names.metric_tag(k): repr(float(v)) for k, v in {**BASE, **metrics}.items()})
+        tags = names.with_card(tags)  # as the pipeline registers it (the seed's card copied above is replaced)
         mv = client.create_model_version(model, source or seed.source, run_id=seed.run_id, tags=tags)
         return str(mv.version)
 

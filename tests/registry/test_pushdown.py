@@ -58,7 +58,7 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
             names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
         }
         tags.update({names.metric_tag(k): repr(float(v)) for k, v in metrics.items()})
-        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags)
+        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=names.with_card(tags))
         if rng.random() < 0.04:
             client.delete_model_version(model, mv.version)
 
@@ -114,6 +114,43 @@ def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
             answered += 1
     assert 30 <= answered <= 270  # both outcomes were exercised, not a degenerate draw
     assert not [r.message for r in caplog.records if "loading the index" in r.message]  # the store answered each
+    source = "card" if reg.index.dialect in pushdown.CARD_DIALECTS else "pivot"
+    assert reg.index.store_queries == {source: 300}
+
+
+def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_same_answers(
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions registered before cards existed: the query reads their tags key by key, and agrees with the oracle."""
+    rng = random.Random(11)
+    reg = Registry(settings=shared_store, ttl_s=3600)
+    seed_messy_versions(reg, add_version, ds, 40, rng)
+    model = names.registered_model_name(ds)
+    MlflowClient(reg.tracking_uri).delete_model_version_tag(model, "7", names.TAG_CARD)
+    candidates = reg.candidates(ds)
+    monkeypatch.setattr(pushdown, "PAGE", 3)
+    monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
+    for trial in range(60):
+        k = random_constraints(ds, rng)
+        try:
+            want: str | None = select(candidates, k)[0].candidate.version
+        except (NoCandidatesError, NoFeasibleModelError):
+            want = None
+        got = reg.index.best_in_store(model, k, lambda c: True)
+        assert (got[0].version if got else None) == want, (trial, k)
+    assert reg.index.store_queries == {"pivot": 60}
+
+
+def test_the_pipeline_registers_each_version_with_its_card(shared_store, add_version, ds: str) -> None:
+    version = add_version(ds, "a", top1=0.9)  # the first one is logged by the pipeline (log_evaluation)
+    tags = (
+        MlflowClient(shared_store.resolved_tracking_uri)
+        .get_model_version(names.registered_model_name(ds), version)
+        .tags
+    )
+    assert tags[names.TAG_CARD] == names.card(tags)
+    fields = dict(zip(names.CARD_FIELDS, tags[names.TAG_CARD].split(" "), strict=True))
+    assert fields["point"] == "cpu/fp32/1/all" and float(fields["top1"]) == float(tags[names.metric_tag("top1")])
 
 
 def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
