@@ -193,3 +193,34 @@ def test_attention_matmuls_are_counted_and_the_model_is_left_fused() -> None:
     attention = 2 * 2 * tokens**2 * model.embed_dim * len(model.blocks)  # two matmuls, 2 FLOPs per MAC
     assert count_flops(model, 160) - fused == attention
     assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
+
+
+def test_the_confusion_picture_colours_each_cell_by_its_count() -> None:
+    from evaluators.accuracy import confusion_picture
+
+    cm = np.array([[9, 0], [3, 0]])
+    img = confusion_picture(cm, ("cat", "dog"), "t").convert("RGB")
+    bright = [sum(px) for px in img.getdata()]
+    darkest, lightest = min(bright), max(bright)
+    assert darkest < 250 and lightest == 3 * 255  # a dark cell (the 9) and the white background
+    # the 9 is the darkest cell, the empty column the lightest blue: find the cells by colour, not by position
+    grid = np.asarray(img)
+    dark = (grid.sum(axis=2) < 250).nonzero()
+    pale = (np.abs(grid.astype(int) - [247, 251, 255]).sum(axis=2) == 0).nonzero()
+    assert dark[0].size > 100 and pale[0].size > 2 * 100  # one dark cell's square, two empty cells' squares
+    assert dark[1].max() < pale[1].max()  # the dark cell is left of the empty column
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"])
+def test_the_flop_count_is_flop_counter_modes_total(arch: str) -> None:
+    """The same formulas as ``FlopCounterMode``, without its per-module tracking: the totals agree exactly."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from evaluators.size import unfused_attention
+
+    model = timm.create_model(arch).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), unfused_attention(model), counter:
+        model(torch.zeros(1, 3, 64, 64))
+    assert counter.get_total_flops() > 0 and count_flops(model, 64) == counter.get_total_flops()
