@@ -69,12 +69,15 @@ _DONE = """
 SELECT version FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name AND version >= :low
 """
 # registered_models.last_updated_time moves on every version created or deleted; max(version) is one index probe;
-# the run-id count moves when a version becomes fully logged (MLflow moves no timestamp for a tag)
+# the run-id count moves when a version becomes fully logged (MLflow moves no timestamp for a tag); the card count
+# says whether every fully logged version has its card (a card is only ever written with the run id: equal counts,
+# equal sets)
 _WATERMARK = """
 SELECT
   (SELECT last_updated_time FROM registered_models WHERE workspace = :ws AND name = :name),
   (SELECT max(version) FROM model_versions WHERE workspace = :ws AND name = :name),
-  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name)
+  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name),
+  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :card AND name = :name)
 """
 _ALIASES = "SELECT alias, version FROM registered_model_aliases WHERE workspace = :ws AND name = :name"
 
@@ -158,6 +161,12 @@ class Light:
     checked: float
     answers: dict[str, Any] = field(default_factory=dict)
     verified: dict[str, tuple[bool, float]] = field(default_factory=dict)
+
+    @property
+    def carded(self) -> bool | None:
+        """Every fully logged version has its card (``names.TAG_CARD``), as the watermark counted them."""
+        mark = self.watermark
+        return mark[2] == mark[3] if isinstance(mark, tuple) and len(mark) > 3 else None
 
 
 def candidate_from_tags(
@@ -315,10 +324,15 @@ class CandidateIndex:
         return model_name in self._prefetching
 
     def best_in_store(
-        self, model_name: str, constraints: Any, artifact_ok: Callable[[Candidate], bool]
+        self,
+        model_name: str,
+        constraints: Any,
+        artifact_ok: Callable[[Candidate], bool],
+        carded: bool | None = None,
     ) -> tuple[Candidate, Any] | None:
         """``get_best`` computed in the store without loading the index (see :mod:`registry.pushdown`).
 
+        ``carded``: whether every fully logged version has its card, when the caller knows (``Light.carded``).
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
         from registry import pushdown
@@ -337,6 +351,7 @@ class CandidateIndex:
                     WORKSPACE,
                     DELETED_STAGE,
                     self.store_queries,
+                    carded,
                 )
         except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
             log.warning("get_best in the store for %s failed (%s); loading the index", model_name, exc)
@@ -366,7 +381,7 @@ class CandidateIndex:
             return None  # no cheap watermark over HTTP: every TTL expiry reloads
         import sqlalchemy as sa
 
-        args = self._args(model_name, done=names.TAG_RUN_ID)
+        args = self._args(model_name, done=names.TAG_RUN_ID, card=names.TAG_CARD)
         with self.engine.connect() as conn:
             row = tuple(conn.execute(sa.text(_WATERMARK), args).one())
             aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))

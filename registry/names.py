@@ -128,9 +128,13 @@ def card(tags: dict[str, str]) -> str | None:
 
 
 def with_card(tags: dict[str, str]) -> dict[str, str]:
-    """``tags`` with their card (an old one dropped): what a version is registered with."""
+    """``tags`` with their card (an old one dropped): what a version is registered with.
+
+    Only a fully logged version gets one (its run id in the same tags, the index's "done"), so counting cards and
+    run ids compares the two sets.
+    """
     out = {k: v for k, v in tags.items() if k != TAG_CARD}
-    value = card(out)
+    value = card(out) if out.get(TAG_RUN_ID) else None
     if value is not None:
         out[TAG_CARD] = value
     return out

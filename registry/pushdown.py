@@ -198,24 +198,32 @@ def best(
     workspace: str,
     deleted_stage: str,
     used: dict[str, int] | None = None,
+    carded: bool | None = None,
 ) -> tuple[Candidate, Verdict] | None:
     """The best feasible candidate for ``k`` whose artifact is there, or None when the caller must load the index.
 
     ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them. ``used``
     counts the queries by source: ``card`` (one card per version) or ``pivot`` (the version's tags, key by key).
+    ``carded`` says whether every fully logged version has its card; None: asked here (:func:`all_carded`).
     """
     import sqlalchemy as sa
 
     q = Query(dialect, model_name, k, workspace, deleted_stage)
-    if dialect in CARD_DIALECTS and q.fits_card and all_carded(conn, model_name, workspace):
+    if (
+        dialect in CARD_DIALECTS
+        and q.fits_card
+        and (carded if carded is not None else all_carded(conn, model_name, workspace))
+    ):
         q = Query(dialect, model_name, k, workspace, deleted_stage, card=True)
     if used is not None:
         used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())
     key = rank_key(k)
     winner: tuple[Any, Verdict] | None = None  # (rank key, verdict)
+    first = max(1, PAGE // 4)  # a short first page: the best rows nearly always settle it, and each costs a read
     for page in range(MAX_PAGES):
-        rows = conn.execute(text, {**q.args, "limit": PAGE, "offset": page * PAGE}).all()
+        size, offset = (first, 0) if page == 0 else (PAGE, first + (page - 1) * PAGE)
+        rows = conn.execute(text, {**q.args, "limit": size, "offset": offset}).all()
         built = read(conn, [int(v) for v, _ in rows]) if rows else {}
         for version, floor in rows:
             if winner is not None and _beyond(math.inf if floor is None else float(floor), winner[0][0][0]):
@@ -226,7 +234,7 @@ def best(
             v = judge(c, k)
             if v.label == "feasible" and (winner is None or key(c) < winner[0]):
                 winner = (key(c), v)
-        if len(rows) < PAGE:  # every row read
+        if len(rows) < size:  # every row read
             return _settle(winner[1], artifact_ok) if winner is not None else None
     return None  # not settled within the pages read: the index decides
 

@@ -11,6 +11,7 @@ def tags(**more: str) -> dict[str, str]:
         names.TAG_PRECISION: "int8",
         names.TAG_FINGERPRINT: "fp-1",
         names.TAG_FAMILY: "resnet",
+        names.TAG_RUN_ID: "r1",
         names.metric_tag("top1"): "0.75",
         names.metric_tag("latency_p95_ms"): "3.5",
     }
@@ -47,3 +48,4 @@ def test_with_card_replaces_a_copied_card() -> None:
     stale = {**tags(), names.TAG_CARD: "cpu/fp32/1/all x y"}
     assert names.with_card(stale)[names.TAG_CARD] == names.card(tags())
     assert names.TAG_CARD not in names.with_card(tags(**{names.TAG_FAMILY: "a b"}))
+    assert names.TAG_CARD not in names.with_card(tags(**{names.TAG_RUN_ID: ""}))  # not fully logged: no card

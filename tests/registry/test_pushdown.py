@@ -141,6 +141,22 @@ def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_sam
     assert reg.index.store_queries == {"pivot": 60}
 
 
+def test_get_best_reads_the_cards_only_while_every_fully_logged_version_has_one(
+    shared_store, add_version, ds: str
+) -> None:
+    add_version(ds, "a", top1=0.90)
+    b = add_version(ds, "b", top1=0.95)
+    reg = Registry(settings=shared_store, ttl_s=0)
+    k = Constraints(dataset=ds)
+    assert reg.get_best(k).candidate.variant == "b"
+    cards = reg.index.dialect in pushdown.CARD_DIALECTS
+    assert reg.index.store_queries == ({"card": 1} if cards else {"pivot": 1})
+    MlflowClient(reg.tracking_uri).delete_model_version_tag(names.registered_model_name(ds), b, names.TAG_CARD)
+    reg.index.invalidate()  # a deleted tag moves no watermark: forget what was read
+    assert reg.get_best(k).candidate.variant == "b"  # the watermark counted one card short: the pivot answered
+    assert reg.index.store_queries == ({"card": 1, "pivot": 1} if cards else {"pivot": 2})
+
+
 def test_the_pipeline_registers_each_version_with_its_card(shared_store, add_version, ds: str) -> None:
     version = add_version(ds, "a", top1=0.9)  # the first one is logged by the pipeline (log_evaluation)
     tags = (
