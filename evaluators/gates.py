@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,25 +99,41 @@ def _gx() -> tuple[Any, Any, Any]:
     return gx, gxe, _CONTEXT[0]
 
 
+_BATCHES: dict[str, Any] = {}  # part name -> its whole-dataframe batch definition, in the process's context
+_LOCK = threading.Lock()  # one validation at a time: the shared context is not thread-safe
+
+
+def _batch_definition(part: str) -> Any:
+    """The batch definition for frames named ``part``, made once per process.
+
+    Each data source or asset added to the context saves its configuration: made and deleted for every gate, they
+    cost about 8% of a results gate.
+    """
+    if part not in _BATCHES:
+        _, _, context = _gx()
+        name = "cnnselect-frames"
+        source = next((d for d in context.data_sources.all().values() if d.name == name), None)
+        source = source or context.data_sources.add_pandas(name=name)
+        _BATCHES[part] = source.add_dataframe_asset(name=part).add_batch_definition_whole_dataframe(f"{part}-whole")
+    return _BATCHES[part]
+
+
 def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite: str, subject: str) -> GateResult:
     """Validate each named frame against its expectations; one result with every failure named."""
-    import uuid
-
-    gx, _, context = _gx()
-    tag = uuid.uuid4().hex[:12]  # names unique within the shared context; removed again below
-    source = context.data_sources.add_pandas(name=f"cnnselect-{tag}")
+    gx, _, _ = _gx()
     failures: list[str] = []
     validations: dict[str, Any] = {}
-    for part, df in frames.items():
-        asset = source.add_dataframe_asset(name=part)
-        batch_def = asset.add_batch_definition_whole_dataframe(f"{part}-whole")
-        # Not added to the context's suite store: each add_expectation there serializes the whole suite (seconds
-        # for the results suite's ~90 expectations), and nothing reads the suite back.
-        s = gx.ExpectationSuite(name=f"{suite}.{part}.{tag}", expectations=list(suites[part]))
-        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = batch.validate(s, result_format="SUMMARY")
+    with _LOCK:
+        results = {}
+        for part, df in frames.items():
+            # Not added to the context's suite store: each add_expectation there serializes the whole suite (seconds
+            # for a suite of ~90 expectations), and nothing reads the suite back.
+            s = gx.ExpectationSuite(name=f"{suite}.{part}", expectations=list(suites[part]))
+            batch = _batch_definition(part).get_batch(batch_parameters={"dataframe": df})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                results[part] = batch.validate(s, result_format="SUMMARY")
+    for part, result in results.items():
         validations[part] = result.to_json_dict()
         for r in result.results:
             if r.success:
@@ -128,7 +145,6 @@ def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite:
             detail = next((seen[k] for k in keys if seen.get(k)), None)
             raised = (r.exception_info or {}).get("exception_message") if r.exception_info else None
             failures.append(f"[{part}] {cfg.type} {kwargs}: " + (f"error {raised}" if raised else f"saw {detail!r}"))
-    context.data_sources.delete(source.name)
     return GateResult(suite, subject, not failures, failures, validations)
 
 
