@@ -181,6 +181,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_add_cards(args: argparse.Namespace) -> int:
+    from registry.settings import Settings
+    from registry.tracking import add_cards
+
+    n = add_cards(Settings(), args.dataset)
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, "cards_written": n}))
+    else:
+        console.print(f"{n} card(s) written on {args.dataset}'s versions")
+    return EXIT_OK
+
+
 def _measured_datasets() -> list[str]:
     from mlflow import MlflowClient
 
@@ -277,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("team", nargs="*", help="team names (default: every team file)")
     pr.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
     pr.add_argument("--json", action="store_true")
+    ac = sub.add_parser("add-cards", help="write the card tag on versions registered before cards (faster cold reads)")
+    ac.add_argument("--dataset", default="digits")
+    ac.add_argument("--json", action="store_true")
     tm = sub.add_parser("teams", help="team files")
     tm_sub = tm.add_subparsers(dest="teams_command", required=True)
     tv = tm_sub.add_parser("validate", help="validate every team file; errors say what would have been valid")
@@ -296,6 +311,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "best": cmd_best,
     "leaderboard": cmd_leaderboard,
+    "add-cards": cmd_add_cards,
     "catalog": cmd_catalog,
     "report": cmd_report,
     "promote": cmd_promote,

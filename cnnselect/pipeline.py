@@ -257,7 +257,7 @@ def evaluate_model(
 
     from evaluators.accuracy import accuracy, predict_all, write_accuracy_artifacts
     from evaluators.export import check_parity, export_onnx
-    from evaluators.gates import gate_evaluation
+    from evaluators.gates import gate_evaluations
     from evaluators.latency import LatencySettings, measure_batches
     from evaluators.runners import TORCH_RUNNERS, PeakMemory, artifact_files, fingerprint_id, get_runner
     from evaluators.runners.torch_cpu import save_torch_artifact
@@ -308,6 +308,7 @@ def evaluate_model(
             outcomes[r] = fail(r, exc)
         return [outcomes[r] for r in runners]
 
+    measured: dict[str, Evaluation] = {}  # runner -> what it measured, gated together below
     for r in todo:
         try:
             runner = _stage("runner", lambda: get_runner(r))  # noqa: B023
@@ -398,14 +399,30 @@ def evaluate_model(
                 metrics=metrics,
                 artifacts={**acc_files, **({} if artifact.suffix == ".onnx" else {p.stem: p for p in deploy_files})},
             )
-            say(f"{r}: results gate")  # a failure is recorded (with the GX result) and nothing is registered
-            ev.artifacts["gates"] = _stage(
-                "gate",
-                partial(gate_evaluation, ev, pulled.model, entry.published and entry.published.params_m, work / r),
-            )
+            measured[r] = ev
+        except Exception as exc:
+            outcomes[r] = fail(r, exc)
+    # One results gate over the model's runners; a failure is recorded (with the GX result) and nothing is registered
+    published = entry.published and entry.published.params_m
+    try:
+        if measured:
+            say(f"results gate ({', '.join(measured)})")
+        gated: dict[str, Any] = gate_evaluations(
+            list(measured.values()), pulled.model, published, [work / r for r in measured]
+        )
+    except Exception as exc:  # the gate itself broke: each runner fails at the gate, recorded
+        gated = dict.fromkeys(measured, exc)
+    for r, ev in measured.items():
+        try:
+            gate = gated[r]
+            if isinstance(gate, Exception):
+                raise StageError("gate", gate)
+            ev.artifacts["gates"] = gate
             say(f"{r}: log to MLflow")
             logged = _stage("log", lambda: log_evaluation(settings, ev))  # noqa: B023
-            outcomes[r] = Outcome(variant, r, "ok", run_id=logged.run_id, model_uri=logged.model_uri, metrics=metrics)
+            outcomes[r] = Outcome(
+                variant, r, "ok", run_id=logged.run_id, model_uri=logged.model_uri, metrics=ev.metrics
+            )
         except Exception as exc:
             outcomes[r] = fail(r, exc)
     shutil.rmtree(work, ignore_errors=True)

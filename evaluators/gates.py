@@ -319,6 +319,39 @@ def check_results(
     return _validate({"evaluations": df}, {"evaluations": ex}, RESULTS_SUITE, subject)
 
 
+def gate_evaluations(
+    evs: Sequence[Any], model: Any, published_params_m: float | None, out_dirs: Sequence[Path]
+) -> dict[str, Path | GateError]:
+    """The results gate for one model's evaluations (one per runner), keyed by runner: the result file, or the error.
+
+    One GX validation for all of them (a validation costs about as much for one row as for several); when it fails,
+    each is gated again on its own, so a runner's verdict never depends on another's figures.
+    """
+    import json
+
+    if not evs:
+        return {}
+    for ev in evs:
+        ev.metrics.update(comparable_params(model, published_params_m))
+    together = check_results([{"variant": ev.variant, "runner": ev.runner, "metrics": ev.metrics} for ev in evs])
+    if not together.success:
+        return {ev.runner: _gate_one(ev, out) for ev, out in zip(evs, out_dirs, strict=True)}
+    out: dict[str, Path | GateError] = {}
+    for ev, out_dir in zip(evs, out_dirs, strict=True):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{RESULTS_SUITE}.json"
+        path.write_text(json.dumps(together.to_json(), indent=1, default=str))
+        out[ev.runner] = path
+    return out
+
+
+def _gate_one(ev: Any, out_dir: Path) -> Path | GateError:
+    try:
+        return gate_evaluation(ev, None, None, out_dir)
+    except GateError as exc:
+        return exc
+
+
 def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_dir: Path) -> Path:
     """The results gate for one ``registry.tracking.Evaluation`` before it is logged and registered.
 

@@ -429,3 +429,26 @@ def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, A
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)
+
+
+def add_cards(settings: Settings, dataset: str) -> int:
+    """Write the card (``names.TAG_CARD``) on the dataset's fully logged versions that lack one; returns how many.
+
+    Versions registered before cards existed send a cold ``get_best`` on PostgreSQL back to reading their tags key
+    by key (``registry.pushdown``); with every card written it reads one row per version. Each card is built from the
+    version's own tags, so running this twice writes nothing the second time.
+    """
+    client = _client(settings)
+    model = names.registered_model_name(dataset)  # validates the name: it goes into the filter string
+    written, token = 0, None
+    while True:
+        page = client.search_model_versions(f"name = '{model}'", max_results=1000, page_token=token)
+        for mv in page:
+            tags = dict(mv.tags or {})
+            value = names.with_card(tags).get(names.TAG_CARD)
+            if value is not None and tags.get(names.TAG_CARD) != value:
+                client.set_model_version_tag(model, mv.version, names.TAG_CARD, value)
+                written += 1
+        token = page.token
+        if not token:
+            return written

@@ -1,5 +1,6 @@
 """The Great Expectations gates on real folders and real metrics: what passes, what fails, and why it says so."""
 
+import json
 import math
 import os
 import shutil
@@ -19,6 +20,7 @@ from evaluators.gates import (
     check_results,
     comparable_params,
     gate_evaluation,
+    gate_evaluations,
 )
 from tests.evaluators.test_data import _user_folder
 
@@ -193,3 +195,21 @@ def test_gate_evaluation_writes_result_and_raises(tmp_path: Path) -> None:
     assert info.value.result.validation["evaluations"]["success"] is False
     Ev.metrics = dict(GOOD)
     assert gate_evaluation(Ev(), object(), None, tmp_path).name == "cnnselect.results.json"
+
+
+def test_a_models_runners_are_gated_together_and_a_failure_is_judged_per_runner(tmp_path: Path) -> None:
+    class Ev:
+        def __init__(self, runner: str, **changes: float) -> None:
+            self.variant, self.runner, self.metrics = "m", runner, {**GOOD, **changes}
+
+    good = gate_evaluations([Ev("cpu"), Ev("edge")], object(), None, [tmp_path / "cpu", tmp_path / "edge"])
+    assert {r: p.name for r, p in good.items() if isinstance(p, Path)} == {"cpu": RESULTS_SUITE + ".json"} | {
+        "edge": RESULTS_SUITE + ".json"
+    }
+    saved = json.loads((tmp_path / "edge" / f"{RESULTS_SUITE}.json").read_text())
+    assert saved["success"] and saved["subject"] == "m/cpu, m/edge"  # one validation covered both
+    mixed = gate_evaluations([Ev("cpu"), Ev("edge", top1=math.nan)], object(), None, [tmp_path / "c", tmp_path / "e"])
+    assert isinstance(mixed["cpu"], Path) and isinstance(mixed["edge"], GateError)
+    assert mixed["edge"].result.subject == "m/edge" and "'top1'" in str(mixed["edge"])  # named for its own figures
+    assert json.loads((tmp_path / "c" / f"{RESULTS_SUITE}.json").read_text())["subject"] == "m/cpu"
+    assert gate_evaluations([], object(), None, []) == {}

@@ -157,6 +157,22 @@ def test_get_best_reads_the_cards_only_while_every_fully_logged_version_has_one(
     assert reg.index.store_queries == ({"card": 1, "pivot": 1} if cards else {"pivot": 2})
 
 
+def test_add_cards_writes_the_missing_ones_and_the_store_reads_cards_again(shared_store, add_version, ds: str) -> None:
+    from registry.tracking import add_cards
+
+    add_version(ds, "a", top1=0.90)
+    b = add_version(ds, "b", top1=0.95)
+    model = names.registered_model_name(ds)
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    want = client.get_model_version(model, b).tags[names.TAG_CARD]
+    client.delete_model_version_tag(model, b, names.TAG_CARD)  # as if registered before cards existed
+    assert add_cards(shared_store, ds) == 1 and add_cards(shared_store, ds) == 0
+    assert client.get_model_version(model, b).tags[names.TAG_CARD] == want
+    reg = Registry(settings=shared_store, ttl_s=0)
+    assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "b"
+    assert reg.index.store_queries == ({"card": 1} if reg.index.dialect in pushdown.CARD_DIALECTS else {"pivot": 1})
+
+
 def test_the_pipeline_registers_each_version_with_its_card(shared_store, add_version, ds: str) -> None:
     version = add_version(ds, "a", top1=0.9)  # the first one is logged by the pipeline (log_evaluation)
     tags = (
