@@ -90,6 +90,17 @@ def random_constraints(ds: str, rng: random.Random) -> Constraints:
     )
 
 
+def agrees_with_the_oracle(reg: Registry, model: str, candidates: list, k: Constraints, trial: int) -> Any:
+    """The in-store answer for ``k``, asserted equal to the brute-force selection over ``candidates``."""
+    try:
+        want: str | None = select(candidates, k)[0].candidate.version
+    except (NoCandidatesError, NoFeasibleModelError):
+        want = None
+    got = reg.index.best_in_store(model, k, lambda c: True)
+    assert (got[0].version if got else None) == want, (trial, k)
+    return got
+
+
 def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
     shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -103,12 +114,7 @@ def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
         k = random_constraints(ds, rng)
         monkeypatch.setattr(pushdown, "PAGE", rng.choice([2, 5, 32]))  # small pages: the stopping rule across pages
         monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
-        try:
-            want: str | None = select(candidates, k)[0].candidate.version
-        except (NoCandidatesError, NoFeasibleModelError):
-            want = None
-        got = reg.index.best_in_store(model, k, lambda c: True)
-        assert (got[0].version if got else None) == want, (trial, k)
+        got = agrees_with_the_oracle(reg, model, candidates, k, trial)
         if got is not None:
             assert got[1].label == "feasible" and got[1].candidate is got[0]
             answered += 1
@@ -131,13 +137,7 @@ def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_sam
     monkeypatch.setattr(pushdown, "PAGE", 3)
     monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
     for trial in range(60):
-        k = random_constraints(ds, rng)
-        try:
-            want: str | None = select(candidates, k)[0].candidate.version
-        except (NoCandidatesError, NoFeasibleModelError):
-            want = None
-        got = reg.index.best_in_store(model, k, lambda c: True)
-        assert (got[0].version if got else None) == want, (trial, k)
+        agrees_with_the_oracle(reg, model, candidates, random_constraints(ds, rng), trial)
     assert reg.index.store_queries == {"pivot": 60}
 
 
