@@ -15,8 +15,9 @@ Why the answer is the index's answer:
   so once the next row's SQL objective is above the best feasible one's exact objective, nothing unread beats it.
 
 Where the rows come from: on PostgreSQL, when every fully logged version has its card (``names.TAG_CARD``), one
-row per version, its fields cut out with ``split_part`` and the operating point a prefix test; about a tenth of the
-work of the pivot, which reads some 15 key-value rows per version and groups them. Elsewhere (SQLite, or versions
+row per version, its fields cut out with ``split_part`` and the operating point a prefix test, instead of the pivot,
+which reads some 15 key-value rows per version and groups them (``cold`` against ``cold_pivot`` in the get_best
+benchmark). Elsewhere (SQLite, or versions
 registered before cards) the pivot. Either way the SQL is a coarse filter only: the card is written from the same tags
 the verdict reads, and a card that disagreed with them could only let through a version Python then rejects, or hide
 one whose tags were edited by hand after registration (cnnselect never edits them).
@@ -147,12 +148,12 @@ class Query:
         """Every tag this query reads is on the card."""
         on_card = {names.TAG_FINGERPRINT, names.TAG_FAMILY, *map(names.metric_tag, names.CARD_METRICS)}
         point = {names.TAG_RUNNER, names.TAG_PRECISION, names.TAG_BATCH_SIZE, names.TAG_THREADS}
-        usable = {names.TAG_STATUS, names.TAG_RUN_ID}  # implied: a card is written with them
+        usable = {names.TAG_STATUS, names.TAG_RUN_ID}  # not filtered on the card: Python judges the status
         return all(key in on_card | point | usable for key in self.columns)
 
     def sql(self) -> str:
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
-        if self.card:  # a card is written with status ok and the run id: usable by construction
+        if self.card:  # a card is only written with the run id; the status is left to Python (a superset)
             self.args["card"] = names.TAG_CARD
             t = f"""SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
   FROM model_version_tags
