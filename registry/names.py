@@ -31,9 +31,10 @@ TAG_TEAM = "cnnselect.team"
 TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
 PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
 METRIC_TAG_PREFIX = "cnnselect.metric."  # metrics copied onto model versions: one registry search answers get_best
-# One tag per usable version: the figures a cold get_best reads in the store (registry.pushdown), in one short value
-# instead of about 15 key-value rows. It mirrors the version's own tags at registration (cnnselect never edits them
-# afterwards); the exact verdict is always taken from those tags. The format is in the key: a new one gets a new key.
+# One tag per fully logged version: the figures a cold get_best reads in the store (registry.pushdown), in one
+# short value instead of about 15 key-value rows. It mirrors the version's own tags at registration (cnnselect never
+# edits them afterwards); the exact verdict is always taken from those tags. The format is in the key: a new one
+# gets a new key.
 TAG_CARD = "cnnselect.card.v1"
 CARD_METRICS = (
     "top1", "latency_p95_ms", "latency_p95_ub_ms", "size_mb", "onnx_parity_ok", "top1_ci_low", "params_m", "gmacs",

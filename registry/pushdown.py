@@ -20,7 +20,8 @@ which reads some 15 key-value rows per version and groups them (``cold`` against
 benchmark). Elsewhere (SQLite, or versions
 registered before cards) the pivot. Either way the SQL is a coarse filter only: the card is written from the same tags
 the verdict reads, and a card that disagreed with them could only let through a version Python then rejects, or hide
-one whose tags were edited by hand after registration (cnnselect never edits them).
+one whose tags were edited by hand after registration (cnnselect never edits them; ``cnnselect add-cards`` writes
+the cards again from the tags).
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
 cannot cast) returns None and the caller loads the index, which is always right, only slower.

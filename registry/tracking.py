@@ -432,11 +432,12 @@ def dumps(obj: Any) -> str:
 
 
 def add_cards(settings: Settings, dataset: str) -> int:
-    """Write the card (``names.TAG_CARD``) on the dataset's fully logged versions that lack one; returns how many.
+    """Write the card (``names.TAG_CARD``) where a fully logged version lacks it or it disagrees; returns how many.
 
     Versions registered before cards existed send a cold ``get_best`` on PostgreSQL back to reading their tags key
-    by key (``registry.pushdown``); with every card written it reads one row per version. Each card is built from the
-    version's own tags, so running this twice writes nothing the second time.
+    by key (``registry.pushdown``); with every card written it reads one row per version. A card disagrees with its
+    version's tags only after a hand edit. Each card is built from the version's own tags, so running this twice
+    writes nothing the second time.
     """
     client = _client(settings)
     model = names.registered_model_name(dataset)  # validates the name: it goes into the filter string
