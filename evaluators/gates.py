@@ -327,29 +327,19 @@ def gate_evaluations(
     One GX validation for all of them (a validation costs about as much for one row as for several); when it fails,
     each is gated again on its own, so a runner's verdict never depends on another's figures.
     """
-    import json
-
     if not evs:
         return {}
     for ev in evs:
         ev.metrics.update(comparable_params(model, published_params_m))
-    together = check_results([{"variant": ev.variant, "runner": ev.runner, "metrics": ev.metrics} for ev in evs])
-    if not together.success:
-        return {ev.runner: _gate_one(ev, out) for ev, out in zip(evs, out_dirs, strict=True)}
+    together = check_results([_row(ev) for ev in evs])
+    if together.success:
+        return {ev.runner: _saved(together, out) for ev, out in zip(evs, out_dirs, strict=True)}
     out: dict[str, Path | GateError] = {}
     for ev, out_dir in zip(evs, out_dirs, strict=True):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{RESULTS_SUITE}.json"
-        path.write_text(json.dumps(together.to_json(), indent=1, default=str))
-        out[ev.runner] = path
+        alone = check_results([_row(ev)])
+        path = _saved(alone, out_dir)
+        out[ev.runner] = path if alone.success else GateError(alone)
     return out
-
-
-def _gate_one(ev: Any, out_dir: Path) -> Path | GateError:
-    try:
-        return gate_evaluation(ev, None, None, out_dir)
-    except GateError as exc:
-        return exc
 
 
 def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_dir: Path) -> Path:
@@ -359,13 +349,23 @@ def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_d
     ``out_dir/cnnselect.results.json`` and returns that path (the caller logs it with the run); raises
     :class:`GateError` (holding the result) when the gate fails, so nothing is registered for this item.
     """
+    ev.metrics.update(comparable_params(model, published_params_m))
+    result = check_results([_row(ev)])
+    path = _saved(result, out_dir)
+    if not result.success:
+        raise GateError(result)
+    return path
+
+
+def _row(ev: Any) -> dict[str, Any]:
+    return {"variant": ev.variant, "runner": ev.runner, "metrics": ev.metrics}
+
+
+def _saved(result: GateResult, out_dir: Path) -> Path:
+    """``result`` written to ``out_dir/cnnselect.results.json`` (logged with the run, passed or not)."""
     import json
 
-    ev.metrics.update(comparable_params(model, published_params_m))
-    result = check_results([{"variant": ev.variant, "runner": ev.runner, "metrics": ev.metrics}])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{RESULTS_SUITE}.json"
     path.write_text(json.dumps(result.to_json(), indent=1, default=str))
-    if not result.success:
-        raise GateError(result)
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from registry.errors import InvalidNameError
@@ -107,8 +108,6 @@ def card(tags: dict[str, str]) -> str | None:
     It holds what the index would build from the same tags: the batch size defaults to 1 and the threads to "all";
     a metric that is missing, unreadable or not finite is "-" (the index leaves it unmeasured).
     """
-    import math
-
     batch = tags.get(TAG_BATCH_SIZE) or "1"
     if not batch.isdigit():
         return None
