@@ -439,8 +439,8 @@ def add_cards(settings: Settings, dataset: str) -> int:
     version's tags only after a hand edit. Each card is built from the version's own tags, so running this twice
     writes nothing the second time.
     """
+    model = names.registered_model_name(dataset)  # validates the name first: it goes into the filter string
     client = _client(settings)
-    model = names.registered_model_name(dataset)  # validates the name: it goes into the filter string
     written, token = 0, None
     while True:
         page = client.search_model_versions(f"name = '{model}'", max_results=1000, page_token=token)
