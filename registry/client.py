@@ -172,7 +172,8 @@ class Registry:
             light = self.index.light(model)
             hit = light.answers.get(key)
             if hit is None or not self.artifact_ok(hit.candidate, light.verified):
-                found = self.index.best_in_store(model, k, lambda c: self.artifact_ok(c, light.verified), light.carded)
+                ok = lambda c: self.artifact_ok(c, light.verified)  # noqa: E731
+                found = self.index.best_in_store(model, k, ok, light.watermark)
                 hit = Answer(found[0], found[1], None, k, self) if found is not None else None
                 if hit is not None:
                     light.answers[key] = hit

@@ -164,9 +164,12 @@ class Light:
 
     @property
     def carded(self) -> bool | None:
-        """Every fully logged version has its card (``names.TAG_CARD``), as the watermark counted them."""
-        mark = self.watermark
-        return mark[2] == mark[3] if isinstance(mark, tuple) and len(mark) > 3 else None
+        return carded(self.watermark)
+
+
+def carded(watermark: Hashable) -> bool | None:
+    """Every fully logged version has its card (``names.TAG_CARD``), as the watermark counted them."""
+    return watermark[2] == watermark[3] if isinstance(watermark, tuple) and len(watermark) > 3 else None
 
 
 def candidate_from_tags(
@@ -229,6 +232,8 @@ class CandidateIndex:
         self.loads = 0  # full reloads done (observable in tests and the bench)
         self.deltas = 0  # refreshes that read only the changed versions
         self.store_queries: dict[str, int] = {}  # answers computed in the store, by source (registry.pushdown)
+        self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
+        self._table_off_until = 0.0
         scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
         self.dialect = scheme if scheme in SQL_SCHEMES else None
 
@@ -328,11 +333,12 @@ class CandidateIndex:
         model_name: str,
         constraints: Any,
         artifact_ok: Callable[[Candidate], bool],
-        carded: bool | None = None,
+        watermark: Hashable | None = None,
     ) -> tuple[Candidate, Any] | None:
         """``get_best`` computed in the store without loading the index (see :mod:`registry.pushdown`).
 
-        ``carded``: whether every fully logged version has its card, when the caller knows (``Light.carded``).
+        ``watermark``: the model's watermark when the caller has just read it (``Light.watermark``); it says whether
+        every fully logged version has its card and whether cnnselect's table (:mod:`registry.table`) is current.
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
         from registry import pushdown
@@ -341,6 +347,7 @@ class CandidateIndex:
             return None
         try:
             with self.engine.connect() as conn:
+                typed = self._table_current(conn, model_name, watermark)
                 return pushdown.best(
                     conn,
                     self.dialect,
@@ -351,11 +358,51 @@ class CandidateIndex:
                     WORKSPACE,
                     DELETED_STAGE,
                     self.store_queries,
-                    carded,
+                    carded(watermark) if watermark is not None else None,
+                    typed,
                 )
         except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
             log.warning("get_best in the store for %s failed (%s); loading the index", model_name, exc)
             return None
+
+    def _table_current(self, conn: Any, model_name: str, watermark: Hashable | None) -> bool:
+        """Whether cnnselect's table reflects the model as of ``watermark`` (or later), brought up to date if need be.
+
+        False where it does not apply (not PostgreSQL), while another process updates it, or for ``max_age_s``
+        after it failed (a read-only role, say): MLflow's tables answer meanwhile.
+        """
+        from registry import table
+
+        if self.dialect not in table.DIALECTS or time.monotonic() < self._table_off_until:
+            return False
+        try:
+            want = table.mark(watermark if watermark is not None else self._watermark(model_name, conn))
+            if want is not None and table.current(conn, model_name, WORKSPACE) == want:
+                return True
+            conn.rollback()  # end this read's transaction: the update commits on another connection
+            done = table.sync(
+                self.engine,
+                model_name,
+                WORKSPACE,
+                DELETED_STAGE,
+                lambda c: self._watermark(model_name, c),
+                lambda c, only: self._read_sql(c, model_name, only),
+                MAX_DELTA,
+            )
+        except Exception as exc:
+            conn.rollback()
+            self._table_off_until = time.monotonic() + self.max_age_s
+            log.warning(
+                "cnnselect's candidates table is not usable (%s); reading MLflow's tables for the next %.0f s",
+                exc,
+                self.max_age_s,
+            )
+            return False
+        if done is None:
+            return False
+        self.table_syncs += 1
+        self.table_rows += done[1]
+        return True
 
     def invalidate(self, model_name: str | None = None) -> None:
         with self._guard:
@@ -376,15 +423,17 @@ class CandidateIndex:
     def _args(self, model_name: str, **more: Any) -> dict[str, Any]:
         return {"ws": WORKSPACE, "name": model_name, **more}
 
-    def _watermark(self, model_name: str) -> Hashable | None:
+    def _watermark(self, model_name: str, conn: Any = None) -> Hashable | None:
         if self.dialect is None:
             return None  # no cheap watermark over HTTP: every TTL expiry reloads
+        if conn is None:
+            with self.engine.connect() as own:
+                return self._watermark(model_name, own)
         import sqlalchemy as sa
 
         args = self._args(model_name, done=names.TAG_RUN_ID, card=names.TAG_CARD)
-        with self.engine.connect() as conn:
-            row = tuple(conn.execute(sa.text(_WATERMARK), args).one())
-            aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
+        row = tuple(conn.execute(sa.text(_WATERMARK), args).one())
+        aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
         return (*row, aliases)
 
     def _load(self, model_name: str) -> tuple[list[Candidate], dict[str, str], Rows | None]:

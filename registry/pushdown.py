@@ -33,11 +33,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from registry import names
+from registry import names, table
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
 
 DIALECTS = ("postgresql", "sqlite")
+SOURCES = ("table", "card", "pivot")  # fastest first
 CARD_DIALECTS = ("postgresql",)  # split_part and starts_with; SQLite has neither and keeps the pivot
 PAGE = 32
 MAX_PAGES = 4
@@ -55,10 +56,12 @@ class Query:
     """The SQL for one constraints set: tag names bound as parameters, never spliced into the text."""
 
     def __init__(
-        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, card: bool = False
+        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, source: str = "pivot"
     ) -> None:
-        self.k, self.cast, self.card = k, _CAST[dialect], card
-        self.source = "card" if card else "pivot"
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+        self.k, self.cast, self.source = k, _CAST[dialect], source
+        self.card, self.typed = source == "card", source == "table"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
         self.columns: dict[str, str] = {}  # tag key -> column alias in the pivot
         self.point: list[str] = []  # at the operating point and usable
@@ -93,15 +96,28 @@ class Query:
         key = names.metric_tag(metric)
         if key not in self.columns:
             self.columns[key] = f"m{len(self.columns)}"
+        if self.typed:
+            return f"t.{table.column(metric)}" if metric in table.METRICS else "NULL"
         if self.card:  # cut from the card where it is read: a row an earlier test rejects never parses the rest
             return _card_field(metric) if metric in names.CARD_METRICS else "NULL"
         return f"t.{self.columns[key]}"
 
     def num(self, metric: str) -> str:
-        return f"CAST({self.col(metric)} AS {self.cast})"
+        value = self.col(metric)
+        return value if self.typed else f"CAST({value} AS {self.cast})"
 
     def _point(self) -> None:
         k, a = self.k, self._arg
+        if self.typed:  # usable (READY, not deleted, fully logged, ok) was decided when the row was written
+            self.point += [
+                "t.usable",
+                f"t.runner = {a('runner', k.target)}",
+                f"t.precision = {a('precision', k.effective_precision)}",
+                f"t.batch = {a('batch', k.batch_size)}",
+            ]
+            if k.threads is not None:
+                self.point.append(f"t.threads = {a('threads', str(k.threads))}")
+            return
         if self.card:  # one prefix test on the card's first field (see names.card_point)
             point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
             full = f"{point}{k.threads} " if k.threads is not None else point
@@ -146,13 +162,15 @@ class Query:
 
     @property
     def fits_card(self) -> bool:
-        """Every tag this query reads is on the card."""
+        """Every tag this query reads is on the card (and so in cnnselect's table: :mod:`registry.table`)."""
         on_card = {names.TAG_FINGERPRINT, names.TAG_FAMILY, *map(names.metric_tag, names.CARD_METRICS)}
         point = {names.TAG_RUNNER, names.TAG_PRECISION, names.TAG_BATCH_SIZE, names.TAG_THREADS}
         usable = {names.TAG_STATUS, names.TAG_RUN_ID}  # not filtered on the card: Python judges the status
         return all(key in on_card | point | usable for key in self.columns)
 
     def sql(self) -> str:
+        if self.typed:
+            return self._typed_sql()
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
         if self.card:  # a card is only written with the run id; the status is left to Python (a superset)
             self.args["card"] = names.TAG_CARD
@@ -184,6 +202,19 @@ WITH t AS (
 SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
+    def _typed_sql(self) -> str:
+        """One scan of typed columns (:mod:`registry.table`): no tag parsed, no join."""
+        here = f"t.workspace = :ws AND t.name = :name AND {' AND '.join(self.point)}"
+        order = "ORDER BY t.created DESC, t.version DESC LIMIT 1"
+        newest = f"(SELECT t.fingerprint FROM {table.NAME} t WHERE {here} {order})"
+        fp = ":fp" if self.k.fingerprint is not None else newest
+        return f"""
+SELECT version, obj FROM (
+  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
+  WHERE {here} AND t.fingerprint = {fp} AND {" AND ".join(self.budgets)}
+) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
+
 
 def _card_field(field: str) -> str:
     """A field of the card in ``p`` (``split_part`` counts from 1; "-" is none)."""
@@ -201,22 +232,27 @@ def best(
     deleted_stage: str,
     used: dict[str, int] | None = None,
     carded: bool | None = None,
+    typed: bool = False,
 ) -> tuple[Candidate, Verdict] | None:
     """The best feasible candidate for ``k`` whose artifact is there, or None when the caller must load the index.
 
     ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them. ``used``
-    counts the queries by source: ``card`` (one card per version) or ``pivot`` (the version's tags, key by key).
-    ``carded`` says whether every fully logged version has its card; None: asked here (:func:`all_carded`).
+    counts the queries by source: ``table`` (cnnselect's typed rows), ``card`` (one card per version) or ``pivot``
+    (the version's tags, key by key). ``typed``: cnnselect's table is up to date for this model
+    (:mod:`registry.table`). ``carded`` says whether every fully logged version has its card; None: asked here
+    (:func:`all_carded`).
     """
     import sqlalchemy as sa
 
     q = Query(dialect, model_name, k, workspace, deleted_stage)
-    if (
+    if typed and q.fits_card:
+        q = Query(dialect, model_name, k, workspace, deleted_stage, "table")
+    elif (
         dialect in CARD_DIALECTS
         and q.fits_card
         and (carded if carded is not None else all_carded(conn, model_name, workspace))
     ):
-        q = Query(dialect, model_name, k, workspace, deleted_stage, card=True)
+        q = Query(dialect, model_name, k, workspace, deleted_stage, "card")
     if used is not None:
         used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from registry import names
+from registry import names, table
 from registry.errors import InvalidNameError
 from registry.retry import STATUS_RUNNING, Attempts, search_runs, settle_key, with_retries
 from registry.settings import Settings
@@ -437,9 +437,16 @@ def add_cards(settings: Settings, dataset: str) -> int:
     Versions registered before cards existed send a cold ``get_best`` on PostgreSQL back to reading their tags key
     by key (``registry.pushdown``); with every card written it reads one row per version. A card disagrees with its
     version's tags only after a hand edit. Each card is built from the version's own tags, so running this twice
-    writes nothing the second time.
+    writes nothing the second time. On PostgreSQL it also drops the model's rows in cnnselect's table
+    (:mod:`registry.table`), which does not see hand edits either: the next cold read rebuilds them from the tags.
     """
     model = names.registered_model_name(dataset)  # validates the name first: it goes into the filter string
+    uri = settings.resolved_tracking_uri
+    dialect = uri.split(":", 1)[0].split("+", 1)[0]
+    if dialect in table.DIALECTS:
+        from registry.index import WORKSPACE, shared_engine
+
+        table.forget(shared_engine(uri, dialect), model, WORKSPACE)
     client = _client(settings)
     written, token = 0, None
     while True:
