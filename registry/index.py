@@ -9,7 +9,9 @@ read with plain queries over MLflow's tables through one engine per store and pr
 tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
 
 Until a model's index is loaded, ``get_best`` on a SQL store is computed in the store instead
-(:mod:`registry.pushdown`), its answers kept in a :class:`Light` entry under the same TTL and watermark rule.
+(:mod:`registry.pushdown`), its answers kept in a :class:`Light` entry under the same TTL and watermark rule. On
+PostgreSQL that reads cnnselect's own table of typed candidates (:mod:`registry.table`), which a reader that finds
+it behind the watermark brings up to date with the same delta rule.
 """
 
 from __future__ import annotations

@@ -14,14 +14,19 @@ Why the answer is the index's answer:
   and a value Python cannot use costs +inf there (SQLite reads 'nan' or 'inf' as 0: lower, still a floor);
   so once the next row's SQL objective is above the best feasible one's exact objective, nothing unread beats it.
 
-Where the rows come from: on PostgreSQL, when every fully logged version has its card (``names.TAG_CARD``), one
-row per version, its fields cut out with ``split_part`` and the operating point a prefix test, instead of the pivot,
-which reads some 15 key-value rows per version and groups them (``cold`` against ``cold_pivot`` in the get_best
-benchmark). Elsewhere (SQLite, or versions
-registered before cards) the pivot. Either way the SQL is a coarse filter only: the card is written from the same tags
-the verdict reads, and a card that disagreed with them could only let through a version Python then rejects, or hide
-one whose tags were edited by hand after registration (cnnselect never edits them; ``cnnselect add-cards`` writes
-the cards again from the tags).
+Where the rows come from, fastest first (``cold``, ``cold_card`` and ``cold_pivot`` in the get_best benchmark):
+
+- ``table``: on PostgreSQL, cnnselect's own table (:mod:`registry.table`), one row of typed columns per version,
+  usability decided when the row was written: a scan, no tag parsed, no join;
+- ``card``: where the table cannot be used (a read-only role, another process updating it) and every fully logged
+  version has its card (``names.TAG_CARD``): one tag row per version, its fields cut out with ``split_part`` and the
+  operating point a prefix test, joined with ``model_versions``;
+- ``pivot``: elsewhere (SQLite, or versions registered before cards): some 15 key-value rows per version, grouped.
+
+Each is a coarse filter only: the table and the cards are written from the same tags the verdict reads, and one that
+disagreed with them could only let through a version Python then rejects, or hide one whose tags were edited by hand
+after registration (cnnselect never edits them; ``cnnselect add-cards`` writes the cards again from the tags and
+has the table rebuilt).
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
 cannot cast) returns None and the caller loads the index, which is always right, only slower.

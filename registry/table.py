@@ -177,6 +177,8 @@ def sync(
             values = _values(fresh, workspace, model_name) if fresh is not None else []
             if values:
                 conn.execute(rows_t.insert(), values)
+            if changed is None:  # the planner's statistics for a table just filled (autovacuum would, later)
+                conn.execute(sa.text(f"ANALYZE {NAME}"))
             keep = changed is not None and held is not None
             state = {
                 "mark": want,
@@ -208,7 +210,7 @@ def _values(fresh: Rows, workspace: str, model_name: str) -> list[dict[str, Any]
             row.update(
                 runner=c.runner,
                 precision=c.precision,
-                batch=c.batch_size,
+                batch=c.batch_size if abs(c.batch_size) < 2**31 else -1,  # an absurd tag never fails the write
                 threads=c.threads,
                 fingerprint=c.fingerprint,
                 family=c.family,

@@ -186,3 +186,17 @@ def test_a_hand_edited_tag_is_seen_after_add_cards_rebuilds_the_rows(shared_stor
     fresh = Registry(settings=shared_store)
     assert fresh.get_best(k).candidate.variant == "a"
     assert fresh.index.store_queries == {"table": 1} and fresh.index.table_rows == 2
+
+
+def test_a_version_with_an_absurd_operating_point_neither_fails_the_table_nor_matches(
+    shared_store, add_version, ds: str
+) -> None:
+    add_version(ds, "a", top1=0.90)
+    odd = add_version(ds, "odd", top1=0.99)
+    model = names.registered_model_name(ds)
+    MlflowClient(shared_store.resolved_tracking_uri).set_model_version_tag(
+        model, odd, names.TAG_BATCH_SIZE, "99999999999"
+    )  # before the table's first read: an INTEGER column cannot hold it
+    reg = Registry(settings=shared_store)
+    assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "a"
+    assert reg.index.store_queries == {"table": 1} and reg.index.table_rows == 2
