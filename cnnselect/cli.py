@@ -289,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("team", nargs="*", help="team names (default: every team file)")
     pr.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
     pr.add_argument("--json", action="store_true")
-    ac = sub.add_parser("add-cards", help="write the card tag on versions registered before cards (faster cold reads)")
+    ac = sub.add_parser(
+        "add-cards",
+        help="write the card tag on versions registered before cards, and have cnnselect's table (PostgreSQL) rebuilt "
+        "from the tags: after tags were edited by hand",
+    )
     ac.add_argument("--dataset", default="digits")
     ac.add_argument("--json", action="store_true")
     tm = sub.add_parser("teams", help="team files")
