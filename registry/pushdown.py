@@ -113,30 +113,24 @@ class Query:
 
     def _point(self) -> None:
         k, a = self.k, self._arg
-        if self.typed:  # usable (READY, not deleted, fully logged, ok) was decided when the row was written
-            self.point += [
-                "t.usable",
-                f"t.runner = {a('runner', k.target)}",
-                f"t.precision = {a('precision', k.effective_precision)}",
-                f"t.batch = {a('batch', k.batch_size)}",
-            ]
-            if k.threads is not None:
-                self.point.append(f"t.threads = {a('threads', str(k.threads))}")
-            return
         if self.card:  # one prefix test on the card's first field (see names.card_point)
             point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
             full = f"{point}{k.threads} " if k.threads is not None else point
             self.card_point = f"starts_with(value, {a('point', full)})"
             return
+        if self.typed:  # usable (READY, not deleted, fully logged, ok) was decided when the row was written
+            usable, batch, threads = ["t.usable"], "t.batch", "t.threads"
+        else:
+            usable = [f"t.status = {a('ok', names.STATUS_OK)}", "t.run_id <> ''"]
+            batch, threads = "COALESCE(NULLIF(t.batch, ''), '1')", "COALESCE(NULLIF(t.threads, ''), 'all')"
         self.point += [
-            f"t.status = {a('ok', names.STATUS_OK)}",
-            "t.run_id <> ''",
+            *usable,
             f"t.runner = {a('runner', k.target)}",
             f"t.precision = {a('precision', k.effective_precision)}",
-            f"COALESCE(NULLIF(t.batch, ''), '1') = {a('batch', str(k.batch_size))}",
+            f"{batch} = {a('batch', k.batch_size if self.typed else str(k.batch_size))}",
         ]
         if k.threads is not None:
-            self.point.append(f"COALESCE(NULLIF(t.threads, ''), 'all') = {a('threads', str(k.threads))}")
+            self.point.append(f"{threads} = {a('threads', str(k.threads))}")
 
     def _budgets(self) -> None:
         """Feasibility's necessary conditions (see the module docstring), each a SQL predicate."""
