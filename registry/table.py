@@ -82,6 +82,7 @@ def _tables() -> tuple[Any, Any, Any]:
         sa.Column("mark", sa.Text, nullable=False),  # the watermark the rows reflect (see ``mark``)
         sa.Column("top", sa.Integer, nullable=False),  # highest version read
         sa.Column("since", sa.BigInteger, nullable=False),  # newest last_updated_time read
+        sa.Column("born", sa.BigInteger),  # the registered model's creation_time: another one under the same name
     )
     return meta, rows, sync
 
@@ -106,6 +107,7 @@ def current(conn: Any, model_name: str, workspace: str) -> str | None:
     return None if value is None else str(value)
 
 
+_BORN = "SELECT creation_time FROM registered_models WHERE workspace = :ws AND name = :name"
 _CHANGED = f"""
 SELECT mv.version FROM model_versions mv
 WHERE mv.workspace = :ws AND mv.name = :name
@@ -152,15 +154,15 @@ def sync(
                 raise ValueError(f"unexpected watermark {wm!r}")
             ws = {"ws": workspace, "name": model_name}
             held = conn.execute(
-                sa.select(sync_t.c.mark, sync_t.c.top, sync_t.c.since).where(
+                sa.select(sync_t.c.mark, sync_t.c.top, sync_t.c.since, sync_t.c.born).where(
                     sync_t.c.workspace == workspace, sync_t.c.name == model_name
                 )
             ).one_or_none()
             if held is not None and held.mark == want:
                 return want, 0
-            top = wm[1] if isinstance(wm, tuple) and isinstance(wm[1], int) else 0  # type: ignore[index]
+            born = conn.execute(sa.text(_BORN), ws).scalar()
             changed: list[int] | None = None
-            if held is not None and top >= held.top:  # else the model was deleted and made again: rebuild
+            if held is not None and held.born == born:  # else the model was deleted and made again: rebuild
                 args = {**ws, "top": held.top, "since": held.since, "deleted": deleted_stage, "done": names.TAG_RUN_ID}
                 changed = sorted(int(v) for (v,) in conn.execute(sa.text(_CHANGED), args))
                 if len(changed) > max_delta:
@@ -182,6 +184,7 @@ def sync(
             keep = changed is not None and held is not None
             state = {
                 "mark": want,
+                "born": born,
                 "top": max(held.top if keep else 0, fresh.top if fresh else 0),  # type: ignore[union-attr]
                 "since": max(held.since if keep else 0, fresh.max_updated if fresh else 0),  # type: ignore[union-attr]
             }

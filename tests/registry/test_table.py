@@ -154,20 +154,25 @@ def test_a_read_only_role_answers_from_mlflows_tables(
 
 
 def test_a_model_deleted_and_registered_again_is_rebuilt(shared_store, add_version, ds: str) -> None:
+    """Another registered model under the same name, with more versions than the old one: its version 2 is not the
+    old, deleted version 2."""
     add_version(ds, "a", top1=0.90)
-    add_version(ds, "b", top1=0.95)
-    add_version(ds, "c", top1=0.97)
-    k = Constraints(dataset=ds)
-    assert Registry(settings=shared_store).get_best(k).candidate.variant == "c"
+    b = add_version(ds, "b", top1=0.95)
+    add_version(ds, "c", top1=0.93)
     client = MlflowClient(shared_store.resolved_tracking_uri)
     model = names.registered_model_name(ds)
-    a = client.get_model_version(model, "1")
+    client.delete_model_version(model, b)
+    k = Constraints(dataset=ds)
+    assert Registry(settings=shared_store).get_best(k).candidate.variant == "c"
+    old = [client.get_model_version(model, v) for v in ("1", "3")]
     client.delete_registered_model(model)
     client.create_registered_model(model)
-    client.create_model_version(model, a.source, run_id=a.run_id, tags=a.tags)
+    for mv, top1 in zip([old[0], old[0], old[1], old[1]], ["0.90", "0.99", "0.93", "0.91"], strict=True):
+        tags = {**mv.tags, names.metric_tag("top1"): top1, names.TAG_VARIANT: f"new-{top1}"}
+        client.create_model_version(model, mv.source, run_id=mv.run_id, tags=names.with_card(tags))
     reg = Registry(settings=shared_store)
-    assert reg.get_best(k).candidate.variant == "a"  # version 1 again, not the old "c" at version 3
-    assert reg.index.store_queries == {"table": 1} and set(table_rows(reg.tracking_uri, model)) == {1}
+    assert reg.get_best(k).candidate.variant == "new-0.99"  # version 2 of the new model
+    assert reg.index.store_queries == {"table": 1} and set(table_rows(reg.tracking_uri, model)) == {1, 2, 3, 4}
 
 
 def test_a_hand_edited_tag_is_seen_after_add_cards_rebuilds_the_rows(shared_store, add_version, ds: str) -> None:
