@@ -122,35 +122,58 @@ def test_a_reader_never_waits_while_another_process_updates_the_table(shared_sto
     assert reg.index.store_queries == {"table": 1} and reg.index.table_rows == 1
 
 
+@pytest.fixture
+def reader_role(postgres_admin_uri: str) -> Iterator[tuple[str, str, Any]]:
+    """A fresh store and a login role on it with SELECT on MLflow's tables only: (admin URI, role, admin engine)."""
+    uri = fresh_postgres_db(postgres_admin_uri)
+    role = f"cnnselect_ro_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    yield uri, role, admin
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP OWNED BY {role}"))
+        conn.execute(sa.text(f"DROP ROLE {role}"))
+    admin.dispose()
+
+
 def test_a_read_only_role_answers_from_mlflows_tables(
-    postgres_admin_uri: str, tiny_onnx, tmp_path, caplog: pytest.LogCaptureFixture
+    reader_role, tiny_onnx, tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A production reader with SELECT only: no table can be created, answers still come, a warning says why."""
     from registry.settings import Settings
     from tests.registry.conftest import log_one
 
-    uri = fresh_postgres_db(postgres_admin_uri)
+    uri, role, admin = reader_role
     log_one(Settings(home=tmp_path, tracking_uri=uri), tiny_onnx, "ro", "a", top1=0.9)
-    role = f"cnnselect_ro_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
         conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
-    try:
-        reader_uri = uri.replace("postgres@", f"{role}@")
-        reg = Registry(settings=Settings(home=tmp_path, tracking_uri=reader_uri))
-        with caplog.at_level(logging.WARNING, logger="registry.index"):
-            assert reg.get_best(Constraints(dataset="ro")).candidate.variant == "a"
-        assert reg.index.store_queries == {"card": 1} and reg.index.table_syncs == 0
-        assert any("candidates table is not usable" in r.message for r in caplog.records)
-        with admin.connect() as conn:
-            assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table.NAME}).scalar() is None
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))
-            conn.execute(sa.text(f"DROP ROLE {role}"))
-        admin.dispose()
+    reg = Registry(settings=Settings(home=tmp_path, tracking_uri=uri.replace("postgres@", f"{role}@")))
+    with caplog.at_level(logging.WARNING, logger="registry.index"):
+        assert reg.get_best(Constraints(dataset="ro")).candidate.variant == "a"
+    assert reg.index.store_queries == {"card": 1} and reg.index.table_syncs == 0
+    assert any("candidates table is not usable" in r.message for r in caplog.records)
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table.NAME}).scalar() is None
+
+
+def test_a_role_granted_the_table_but_not_owning_it_keeps_it_up_to_date(reader_role, tiny_onnx, tmp_path) -> None:
+    """What the README tells an admin to grant a production reader: the table made once by its owner."""
+    from registry.settings import Settings
+    from tests.registry.conftest import log_one
+
+    uri, role, admin = reader_role
+    writer = Settings(home=tmp_path, tracking_uri=uri)
+    log_one(writer, tiny_onnx, "rw", "a", top1=0.9)
+    assert Registry(settings=writer).get_best(Constraints(dataset="rw")).candidate.variant == "a"  # made by the owner
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table.NAME}, {table.SYNC} TO {role}"))
+    log_one(writer, tiny_onnx, "rw", "b", top1=0.95)
+    reg = Registry(settings=Settings(home=tmp_path, tracking_uri=uri.replace("postgres@", f"{role}@")))
+    assert reg.get_best(Constraints(dataset="rw")).candidate.variant == "b"
+    assert reg.index.store_queries == {"table": 1} and (reg.index.table_syncs, reg.index.table_rows) == (1, 1)
 
 
 def test_a_model_deleted_and_registered_again_is_rebuilt(shared_store, add_version, ds: str) -> None:
