@@ -170,7 +170,7 @@ def tag_rows(uri: str, model: str) -> int:
 
     from registry import index
 
-    with index.shared_engine(uri, uri.split(":", 1)[0].split("+", 1)[0]).connect() as conn:
+    with index.shared_engine(uri, index.dialect_of(uri)).connect() as conn:
         sql = "SELECT version, key, value FROM model_version_tags WHERE workspace = 'default' AND name = :name"
         return len(conn.execute(sa.text(sql), {"name": model}).all())
 

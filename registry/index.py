@@ -87,6 +87,12 @@ _engines: dict[tuple[str, int], Any] = {}
 _engines_guard = threading.Lock()
 
 
+def dialect_of(uri: str) -> str | None:
+    """The SQL dialect a tracking URI names (``postgresql+psycopg2://...`` -> ``postgresql``); None: not SQL."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    return scheme if scheme in SQL_SCHEMES else None
+
+
 def shared_engine(uri: str, dialect: str | None) -> Any:
     """One SQLAlchemy engine (and connection pool) per store URI and process, shared by every index in it."""
     key = (uri, os.getpid())  # a forked worker gets its own pool: connections never cross a fork
@@ -164,10 +170,6 @@ class Light:
     answers: dict[str, Any] = field(default_factory=dict)
     verified: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
-    @property
-    def carded(self) -> bool | None:
-        return carded(self.watermark)
-
 
 def carded(watermark: Hashable) -> bool | None:
     """Every fully logged version has its card (``names.TAG_CARD``), as the watermark counted them."""
@@ -236,8 +238,7 @@ class CandidateIndex:
         self.store_queries: dict[str, int] = {}  # answers computed in the store, by source (registry.pushdown)
         self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
         self._table_off_until = 0.0
-        scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
-        self.dialect = scheme if scheme in SQL_SCHEMES else None
+        self.dialect = dialect_of(tracking_uri)
 
     def snapshot(self, model_name: str) -> Snapshot:
         now = time.monotonic()

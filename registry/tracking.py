@@ -441,12 +441,11 @@ def add_cards(settings: Settings, dataset: str) -> int:
     (:mod:`registry.table`), which does not see hand edits either: the next cold read rebuilds them from the tags.
     """
     model = names.registered_model_name(dataset)  # validates the name first: it goes into the filter string
-    uri = settings.resolved_tracking_uri
-    dialect = uri.split(":", 1)[0].split("+", 1)[0]
-    if dialect in table.DIALECTS:
-        from registry.index import WORKSPACE, shared_engine
+    from registry.index import WORKSPACE, dialect_of, shared_engine
 
-        table.forget(shared_engine(uri, dialect), model, WORKSPACE)
+    uri = settings.resolved_tracking_uri
+    if dialect_of(uri) in table.DIALECTS:
+        table.forget(shared_engine(uri, dialect_of(uri)), model, WORKSPACE)
     client = _client(settings)
     written, token = 0, None
     while True:
