@@ -82,8 +82,11 @@ def postgres_admin_uri() -> str:
     return uri
 
 
+_CREATED: list[tuple[str, str]] = []  # (admin URI, database) made by this session, dropped at its end
+
+
 def fresh_postgres_db(admin_uri: str) -> str:
-    """A new empty database on the running server; returns its URI."""
+    """A new empty database on the running server, dropped when the test session ends; returns its URI."""
     import sqlalchemy as sa
 
     name = f"cnnselect_test_{uuid.uuid4().hex[:10]}"
@@ -91,7 +94,30 @@ def fresh_postgres_db(admin_uri: str) -> str:
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
+    _CREATED.append((admin_uri, name))
     return admin_uri.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """Repeated runs leave no databases behind on the developer's server."""
+    yield
+    if not _CREATED:
+        return
+    import sqlalchemy as sa
+
+    from registry.index import dispose_engines
+
+    dispose_engines()  # this process's pools: their connections would hold the databases open
+    for admin_uri, name in _CREATED:
+        engine = sa.create_engine(admin_uri, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except Exception as exc:  # never fails the run: a database left behind is only clutter
+            print(f"could not drop test database {name}: {exc}", file=sys.stderr)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
