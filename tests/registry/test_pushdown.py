@@ -90,6 +90,12 @@ def random_constraints(ds: str, rng: random.Random) -> Constraints:
     )
 
 
+@pytest.fixture
+def without_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where cnnselect's table (PostgreSQL) cannot be used, e.g. a read-only role: MLflow's tables answer."""
+    monkeypatch.setattr(table, "DIALECTS", ())
+
+
 def agrees_with_the_oracle(reg: Registry, model: str, candidates: list, k: Constraints, trial: int) -> Any:
     """The in-store answer for ``k``, asserted equal to the brute-force selection over ``candidates``."""
     try:
@@ -125,13 +131,9 @@ def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
 
 
 def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_same_answers(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, without_table: None
 ) -> None:
-    """Versions registered before cards existed: the query reads their tags key by key, and agrees with the oracle.
-
-    cnnselect's table (PostgreSQL) is made unavailable, as for a read-only role: it would answer otherwise.
-    """
-    monkeypatch.setattr(table, "DIALECTS", ())
+    """Versions registered before cards existed: the query reads their tags key by key, and agrees with the oracle."""
     rng = random.Random(11)
     reg = Registry(settings=shared_store, ttl_s=3600)
     seed_messy_versions(reg, add_version, ds, 40, rng)
@@ -146,9 +148,8 @@ def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_sam
 
 
 def test_get_best_reads_the_cards_only_while_every_fully_logged_version_has_one(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch
+    shared_store, add_version, ds: str, without_table: None
 ) -> None:
-    monkeypatch.setattr(table, "DIALECTS", ())  # where cnnselect's table cannot be used
     add_version(ds, "a", top1=0.90)
     b = add_version(ds, "b", top1=0.95)
     reg = Registry(settings=shared_store, ttl_s=0)
@@ -163,11 +164,9 @@ def test_get_best_reads_the_cards_only_while_every_fully_logged_version_has_one(
 
 
 def test_add_cards_writes_the_missing_ones_and_the_store_reads_cards_again(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch
+    shared_store, add_version, ds: str, without_table: None
 ) -> None:
     from registry.tracking import add_cards
-
-    monkeypatch.setattr(table, "DIALECTS", ())  # where cnnselect's table cannot be used
 
     add_version(ds, "a", top1=0.90)
     b = add_version(ds, "b", top1=0.95)
