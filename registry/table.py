@@ -12,8 +12,9 @@ It follows MLflow's tables under the index's watermark (the registered model's l
 fully logged versions): ``<table>_sync`` records the watermark its rows reflect. A reader that finds it behind
 brings it up to date, in one REPEATABLE READ transaction (the watermark and the versions read in one snapshot) under
 a transaction-scoped advisory lock. Only the versions that changed are read again, found as the index finds them
-for a delta: numbered above the highest seen, deleted since, updated since, or fully logged since. A reader never
-waits: when another process holds the lock, it answers from MLflow's tables this once.
+for a delta: numbered above the highest seen, deleted since, updated since, or fully logged since. Another
+registered model under the same name (told by its creation time) is rebuilt, not patched. A reader never waits: when
+another process holds the lock, it answers from MLflow's tables this once.
 
 Like the index between full reloads, and like the cards, it does not see a tag edited by hand on an existing version
 (MLflow moves no timestamp for a tag): ``cnnselect add-cards`` rebuilds the model's rows. Where the table cannot be
