@@ -24,6 +24,7 @@ coarse filter either way: every answer is judged on the version's real tags.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ def column(metric: str) -> str:
     return f"m_{metric}"
 
 
+@functools.cache  # built once per process: every update uses them
 def _tables() -> tuple[Any, Any, Any]:
     import sqlalchemy as sa
 
@@ -102,10 +104,16 @@ def current(conn: Any, model_name: str, workspace: str) -> str | None:
     """The watermark the model's rows reflect; None when the table or the model's rows are not there."""
     import sqlalchemy as sa
 
-    if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": SYNC}).scalar() is None:
+    if not _exists(conn):
         return None
     value = conn.execute(sa.text(_MARK), {"ws": workspace, "name": model_name}).scalar()
     return None if value is None else str(value)
+
+
+def _exists(conn: Any) -> bool:
+    import sqlalchemy as sa
+
+    return conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": SYNC}).scalar() is not None
 
 
 _BORN = "SELECT creation_time FROM registered_models WHERE workspace = :ws AND name = :name"
@@ -232,11 +240,11 @@ def forget(engine: Any, model_name: str, workspace: str) -> bool:
     """
     import sqlalchemy as sa
 
+    _, rows_t, sync_t = _tables()
     with engine.begin() as conn:
-        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": SYNC}).scalar() is None:
+        if not _exists(conn):
             return False
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": LOCK})
-        args = {"ws": workspace, "name": model_name}
-        conn.execute(sa.text(f"DELETE FROM {SYNC} WHERE workspace = :ws AND name = :name"), args)
-        conn.execute(sa.text(f"DELETE FROM {NAME} WHERE workspace = :ws AND name = :name"), args)
+        for t in (sync_t, rows_t):
+            conn.execute(t.delete().where(t.c.workspace == workspace, t.c.name == model_name))
     return True

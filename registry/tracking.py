@@ -444,8 +444,9 @@ def add_cards(settings: Settings, dataset: str) -> int:
     from registry.index import WORKSPACE, dialect_of, shared_engine
 
     uri = settings.resolved_tracking_uri
-    if dialect_of(uri) in table.DIALECTS:
-        table.forget(shared_engine(uri, dialect_of(uri)), model, WORKSPACE)
+    dialect = dialect_of(uri)
+    if dialect in table.DIALECTS:
+        table.forget(shared_engine(uri, dialect), model, WORKSPACE)
     client = _client(settings)
     written, token = 0, None
     while True:
