@@ -260,6 +260,7 @@ def evaluate_model(
     from evaluators.gates import gate_evaluations
     from evaluators.latency import LatencySettings, measure_batches
     from evaluators.runners import TORCH_RUNNERS, PeakMemory, artifact_files, fingerprint_id, get_runner
+    from evaluators.runners.base import ArrayCalibration
     from evaluators.runners.torch_cpu import save_torch_artifact
     from evaluators.size import measure_size
     from registry.tracking import Evaluation, log_evaluation
@@ -316,7 +317,7 @@ def evaluate_model(
             if not avail.available:
                 raise StageError("runner", RuntimeError(f"runner {r!r} unavailable here: {avail.reason}"))
             say(f"{r}: prepare")
-            artifact = _stage("prepare", lambda: runner.prepare(fp32.path, work / r, x_cal))  # noqa: B023
+            artifact = _stage("prepare", lambda: runner.prepare(fp32.path, work / r, ArrayCalibration(x_cal)))  # noqa: B023
             if isinstance(runner, PeakMemory):
                 runner.reset_peak_memory()
             if r == reference.name and artifact == fp32.path:  # the reference already ran this artifact on all images

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +28,31 @@ class RunnerUnavailableError(RuntimeError):
 
 
 @runtime_checkable
+class CalibrationData(Protocol):
+    """The calibration split, streamed: never held in memory whole (EfficientNet-B7 at 600 px is 4.3 MB an image)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Preprocessed float32 NCHW batches of at most ``batch_size`` images, in a fixed order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ArrayCalibration:
+    """Calibration images already in memory (tests, small splits)."""
+
+    x: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for i in range(0, len(self.x), batch_size):
+            yield np.ascontiguousarray(self.x[i : i + batch_size])
+
+
+@runtime_checkable
 class Runner(Protocol):
     """Load a deployable artifact, predict a batch, synchronize, describe the hardware and software."""
 
@@ -35,7 +61,7 @@ class Runner(Protocol):
 
     def availability(self) -> Availability: ...
 
-    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: np.ndarray | None) -> Path:
+    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         """Turn the FP32 ONNX export into this runner's deployable artifact (identity for FP32 runners)."""
         ...
 

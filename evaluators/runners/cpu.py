@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import INPUT_NAME, Availability, cpu_info, software_versions
+from evaluators.runners.base import INPUT_NAME, Availability, CalibrationData, cpu_info, software_versions
 
 
 @dataclass
@@ -24,7 +24,7 @@ class OnnxCpuRunner:
             return Availability(False, "onnxruntime has no CPUExecutionProvider")
         return Availability(True)
 
-    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: np.ndarray | None) -> Path:
+    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         return fp32_onnx
 
     def session_options(self) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import Availability, RunnerUnavailableError, cpu_info, software_versions
+from evaluators.runners.base import Availability, CalibrationData, RunnerUnavailableError, cpu_info, software_versions
 from evaluators.runners.cpu import OnnxCpuRunner
 from evaluators.runners.torch_cpu import find_torch_artifact, load_torch_model
 
@@ -89,7 +89,7 @@ class TorchGpuRunner:
         if not avail.available:
             raise RunnerUnavailableError(f"runner {self.name!r}: {avail.reason}")
 
-    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: np.ndarray | None) -> Path:
+    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         return find_torch_artifact(fp32_onnx)
 
     def load(self, artifact: Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import Availability, cpu_info, software_versions
+from evaluators.runners.base import Availability, CalibrationData, cpu_info, software_versions
 
 TORCH_MANIFEST = "torch_model.json"
 TORCH_WEIGHTS = "weights.safetensors"
@@ -84,7 +84,7 @@ class TorchCpuRunner:
     def availability(self) -> Availability:
         return Availability(True)
 
-    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: np.ndarray | None) -> Path:
+    def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         return find_torch_artifact(fp32_onnx)
 
     def load(self, artifact: Path) -> Any:
