@@ -15,13 +15,15 @@ from bench import _common as c
 from bench._report import table
 from catalog import get_entry
 from catalog.weights import FinetuneSource
-from cnnselect.pipeline import preprocess_for
+from cnnselect.inputs import preprocess_for, split_for
 from evaluators.accuracy import accuracy, predict_all
-from evaluators.data import load_manifest, load_split, write_digits
+from evaluators.data import write_digits
 from evaluators.export import export_onnx
 from evaluators.latency import measure
+from evaluators.runners.base import ArrayCalibration
 from evaluators.runners.cpu import OnnxCpuRunner
 from evaluators.runners.edge import OnnxEdgeInt8Runner
+from registry.settings import Settings
 
 MODELS = ("resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0")
 RESNETS = ("resnet18", "resnet50")
@@ -40,25 +42,26 @@ def main() -> None:
     fp32_runner = OnnxCpuRunner(threads=edge.threads, name="edge-fp32")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_digits(Path(tmp) / "digits").root
-        manifest = load_manifest(root)
+        settings = Settings(home=Path(tmp) / "home")
+        manifest = write_digits(Path(tmp) / "digits", settings.manifest_dir)
         for name in models:
             entry = get_entry(name)
             pre, pre_speed = preprocess_for(entry, train_size), preprocess_for(entry, speed_size)
-            x_tr, y_tr = load_split(manifest, "train", pre)
-            x_held, y_held = load_split(manifest, "heldout", pre)
-            x_cal, _ = load_split(manifest, "calibration", pre)
-            pulled = FinetuneSource(x_tr, y_tr, epochs=epochs).pull(entry, len(manifest.classes))
+            train = split_for(manifest, "train", pre, settings)
+            held = split_for(manifest, "heldout", pre, settings)
+            x_held, y_held = held.array(), held.labels
+            cal = split_for(manifest, "calibration", pre, settings)
+            pulled = FinetuneSource(train, epochs=epochs).pull(entry, len(manifest.classes))
             work = Path(tmp) / name
             fp32 = export_onnx(pulled.model, x_held, work / "fp32").path
-            int8 = edge.prepare(fp32, work / "int8", x_cal)
+            int8 = edge.prepare(fp32, work / "int8", cal)
             sess32 = fp32_runner.load(fp32)
             top_fp32 = accuracy(predict_all(lambda b: fp32_runner.predict(sess32, b), x_held), y_held)  # noqa: B023
             sess8 = edge.load(int8)
             top_int8 = accuracy(predict_all(lambda b: edge.predict(sess8, b), x_held), y_held)  # noqa: B023
-            x_cal_big, _ = load_split(manifest, "calibration", pre_speed)
+            x_cal_big = split_for(manifest, "calibration", pre_speed, settings).first(64)
             fp32_big = export_onnx(pulled.model, x_cal_big, work / "fp32-big").path
-            int8_big = edge.prepare(fp32_big, work / "int8-big", x_cal_big[:64])
+            int8_big = edge.prepare(fp32_big, work / "int8-big", ArrayCalibration(x_cal_big))
             x1 = x_cal_big[:1].copy()
             lat = {}
             for label, runner, art in (("fp32", fp32_runner, fp32_big), ("int8", edge, int8_big)):

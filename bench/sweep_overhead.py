@@ -30,21 +30,24 @@ from bench import _common as c
 from bench._report import table
 from catalog import get_entry, get_profile
 from catalog.weights import ScratchSource
-from cnnselect.pipeline import evaluate_model, preprocess_for
+from cnnselect.inputs import preprocess_for, split_for
+from cnnselect.pipeline import evaluate_model
 from evaluators.accuracy import predict_all
-from evaluators.data import load_manifest, load_split, write_digits
+from evaluators.data import load_manifest, write_digits
 from evaluators.export import export_onnx
 from evaluators.latency import measure_batches
 from evaluators.runners import get_runner
+from evaluators.runners.base import ArrayCalibration
 from registry.settings import Settings
 
 
 def pure_seconds(name: str, root: Path, runners: list[str], image_size: int, work: Path, s) -> float:
-    manifest = load_manifest(root)
+    settings = Settings(home=work / "home")
+    manifest = load_manifest(root, settings.manifest_dir)
     entry = get_entry(name)
     pre = preprocess_for(entry, image_size)
-    x_held, _ = load_split(manifest, "heldout", pre)
-    x_cal, _ = load_split(manifest, "calibration", pre)
+    x_held = split_for(manifest, "heldout", pre, settings).array()
+    x_cal = ArrayCalibration(split_for(manifest, "calibration", pre, settings).array())
     model = ScratchSource(0).pull(entry, len(manifest.classes)).model
     t0 = time.perf_counter()
     fp32 = export_onnx(model, x_held, work / "fp32").path
@@ -70,7 +73,7 @@ def time_pure_stages(runners: list[str], spent: dict[str, float], current: list[
 
         return inner
 
-    for module, name in ((evaluators.export, "export_onnx"), (evaluators.accuracy, "predict_all"),
+    for module, name in ((evaluators.export, "export_onnx"), (evaluators.accuracy, "predict_stream"),
                          (evaluators.latency, "measure_batches")):  # fmt: skip
         setattr(module, name, timed(getattr(module, name)))
     classes = {type(get_runner(r)) for r in [*runners, "cpu"]}  # cpu: the parity reference
@@ -89,7 +92,7 @@ def main() -> None:
     s = c.settings(args.quick, large_batch=8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_digits(Path(tmp) / "digits").root
+        root = write_digits(Path(tmp) / "digits", Path(tmp) / "index").root
         work = Path(tmp) / "pure"
         pure = {m: pure_seconds(m, root, runners, profile.image_size, work / m, s) for m in profile.models}
         settings = Settings(home=Path(tmp) / "home")

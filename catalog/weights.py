@@ -4,7 +4,10 @@
   ``HF_HUB_OFFLINE``);
 - ``file``: a local checkpoint or an MLflow artifact URI (``runs:/``, ``models:/``); safetensors preferred, other
   checkpoints only through ``torch.load(weights_only=True)``;
-- ``finetune``: train the architecture on the dataset's ``train`` split with a head sized to its classes.
+- ``finetune``: train the architecture from scratch on the dataset's ``train`` split with a head sized to its classes;
+- ``transfer``: start from the pretrained checkpoint, a new head sized to the classes, fine-tuned on ``train``
+  (:func:`transfer_recipe`: the head first, then the whole net at a lower rate), seeded;
+- ``scratch``: seeded random weights, untrained (benchmarks of speed and size only).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from catalog.entries import CatalogEntry
 
 log = logging.getLogger(__name__)
 
-SourceName = Literal["timm-hub", "file", "finetune", "scratch"]
-SOURCES: tuple[str, ...] = ("timm-hub", "file", "finetune", "scratch")
+SourceName = Literal["timm-hub", "file", "finetune", "transfer", "scratch"]
+SOURCES: tuple[str, ...] = ("timm-hub", "file", "finetune", "transfer", "scratch")
+TRAINED_SOURCES: tuple[str, ...] = ("finetune", "transfer")  # sources that train a head for the dataset's classes
 
 
 class WeightsError(RuntimeError):
@@ -95,7 +99,12 @@ class WeightsSource(Protocol):
 
 @dataclass
 class TimmHubSource:
-    """Pretrained weights from the hub through timm; a head of another size than the checkpoint's is re-initialised."""
+    """Pretrained weights from the hub through timm.
+
+    With ``num_classes`` equal to the checkpoint's (1000 for ImageNet tags) the checkpoint's head is kept; another size
+    gets a new, seeded head (what :class:`FinetuneSource` trains for ``transfer``). Scoring an untrained new head is
+    refused upstream (``evaluators.labels``).
+    """
 
     name: str = "timm-hub"
 
@@ -229,15 +238,37 @@ class FileSource:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=self.uri))
         return Path(self.uri)
 
+    def __post_init__(self) -> None:
+        self._state: tuple[Path, dict[str, torch.Tensor]] | None = None
+
+    def state(self) -> tuple[Path, dict[str, torch.Tensor]]:
+        """The checkpoint's path and tensors, read once (pickle-based ones in a confined child)."""
+        if self._state is None:
+            path = self.local_path()
+            if path.is_dir():
+                found = sorted(path.rglob("*.safetensors")) or sorted(path.rglob("*.pt")) + sorted(path.rglob("*.pth"))
+                if not found:
+                    raise WeightsError(f"no .safetensors/.pt checkpoint under {path}")
+                path = found[0]
+            # safetensors cannot run code and is read here; pickle-based checkpoints are parsed in a confined child
+            loaded = (
+                read_state_dict(path) if path.suffix == ".safetensors" else read_state_dict_isolated(path, self.limits)
+            )
+            self._state = (path, loaded)
+        return self._state
+
+    def head_size(self, entry: CatalogEntry) -> int | None:
+        """Outputs of the checkpoint's classifier (timm's ``pretrained_cfg['classifier']``), if it can be told."""
+        import timm
+
+        cfg = timm.get_pretrained_cfg(entry.name)
+        classifier = cfg.classifier if cfg is not None else None
+        key = f"{classifier[0] if isinstance(classifier, list | tuple) else classifier}.weight"
+        tensor = self.state()[1].get(key)
+        return int(tensor.shape[0]) if tensor is not None else None
+
     def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
-        path = self.local_path()
-        if path.is_dir():
-            found = sorted(path.rglob("*.safetensors")) or sorted(path.rglob("*.pt")) + sorted(path.rglob("*.pth"))
-            if not found:
-                raise WeightsError(f"no .safetensors/.pt checkpoint under {path}")
-            path = found[0]
-        # safetensors cannot run code and is read here; pickle-based checkpoints are parsed in a confined child
-        state = read_state_dict(path) if path.suffix == ".safetensors" else read_state_dict_isolated(path, self.limits)
+        path, state = self.state()
         model = create_model(entry, num_classes)
         try:
             model.load_state_dict(state)
@@ -246,62 +277,111 @@ class FileSource:
         return _finish(entry, model, num_classes, self.name, path=str(path))
 
 
+class TrainingData(Protocol):
+    """A split to train on, streamed: ``rows(indices)`` gives preprocessed images (``evaluators.images.ImageSplit``)."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def rows(self, indices: Any) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """A phase of a training recipe: ``epochs`` at peak ``lr`` (one-cycle), training the ``head`` only or ``all``."""
+
+    epochs: int
+    lr: float
+    train: Literal["head", "all"] = "all"
+
+
+def scratch_recipe(epochs: int) -> tuple[TrainStage, ...]:
+    """From random weights: the whole net, one stage."""
+    return (TrainStage(epochs, 1e-2, "all"),)
+
+
+def transfer_recipe(epochs: int) -> tuple[TrainStage, ...]:
+    """From a pretrained backbone: the new head alone for a third of the epochs, then all of it at a 10x lower lr."""
+    head = max(1, epochs // 3)
+    return (TrainStage(head, 3e-3, "head"), TrainStage(max(1, epochs - head), 3e-4, "all"))
+
+
 @dataclass
 class FinetuneSource:
-    """Train the architecture on the ``train`` split, starting from ``init`` (scratch by default)."""
+    """Train on the ``train`` split, starting from ``init`` (scratch by default), stage by stage (``recipe``).
 
-    x_train: np.ndarray
-    y_train: np.ndarray
+    Batches are read from the streamed split (one batch in memory), in a seeded order; the eval transform is used (no
+    augmentation), so a rerun with the same seed gives the same weights.
+    """
+
+    data: TrainingData
     epochs: int = 3
     batch_size: int = 64
-    lr: float = 1e-2
     seed: int = 0
     init: WeightsSource | None = None
+    recipe: tuple[TrainStage, ...] | None = None  # default: scratch_recipe(epochs)
     progress: Callable[[int, float], None] | None = None  # called with (epoch, loss)
     name: str = "finetune"
 
     def pull(self, entry: CatalogEntry, num_classes: int) -> PulledModel:
+        torch.manual_seed(self.seed)  # the new head's initialisation
         start = (self.init or ScratchSource(self.seed)).pull(entry, num_classes)
         model = start.model
-        torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        x = torch.from_numpy(self.x_train)
-        y = torch.from_numpy(self.y_train)
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.05)
-        steps = max(1, self.epochs * ((len(x) + self.batch_size - 1) // self.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps, pct_start=0.15)
+        labels = torch.from_numpy(np.asarray(self.data.labels, dtype=np.int64))
+        n = len(self.data)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
         t0 = time.perf_counter()
-        loss_value = float("nan")
-        model.train()
-        for epoch in range(self.epochs):
-            perm = torch.randperm(len(x), generator=gen)
-            total, count = 0.0, 0
-            for i in range(0, len(x), self.batch_size):
-                idx = perm[i : i + self.batch_size]
-                if len(idx) < 2:  # BatchNorm cannot train on a single sample
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-            loss_value = total / max(count, 1)
-            if not np.isfinite(loss_value):
-                raise WeightsError(f"fine-tuning {entry.name!r} diverged at epoch {epoch + 1} (loss {loss_value})")
-            log.info("%s epoch %d/%d loss %.4f", entry.name, epoch + 1, self.epochs, loss_value)
-            if self.progress:
-                self.progress(epoch + 1, loss_value)
+        loss_value, done = float("nan"), 0
+        recipe = self.recipe or scratch_recipe(self.epochs)
+        for stage in recipe:
+            classifier: torch.nn.Module = model.get_classifier()  # type: ignore[assignment,operator]
+            head = set(classifier.parameters()) if stage.train == "head" else None
+            params = [p for p in model.parameters() if head is None or p in head]
+            for p in model.parameters():
+                p.requires_grad_(head is None or p in head)
+            opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.05)
+            steps = max(1, stage.epochs * ((n + self.batch_size - 1) // self.batch_size))
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=stage.lr, total_steps=steps, pct_start=0.15)
+            for _ in range(stage.epochs):
+                model.train()
+                if head is not None:  # a linear probe: the frozen backbone's BatchNorm statistics stay as they are
+                    model.eval()
+                    classifier.train()
+                perm = torch.randperm(n, generator=gen)
+                total, count = 0.0, 0
+                for i in range(0, n, self.batch_size):
+                    idx = perm[i : i + self.batch_size]
+                    if len(idx) < 2:  # BatchNorm cannot train on a single sample
+                        continue
+                    x = torch.from_numpy(self.data.rows(idx.numpy()))
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(model(x), labels[idx])
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += loss.item() * len(idx)
+                    count += len(idx)
+                done += 1
+                loss_value = total / max(count, 1)
+                if not np.isfinite(loss_value):
+                    raise WeightsError(f"fine-tuning {entry.name!r} diverged at epoch {done} (loss {loss_value})")
+                log.info("%s epoch %d (%s) loss %.4f", entry.name, done, stage.train, loss_value)
+                if self.progress:
+                    self.progress(done, loss_value)
+        for p in model.parameters():
+            p.requires_grad_(True)
         return _finish(
             entry,
             model,
             num_classes,
             self.name,
             init=start.source,
-            epochs=self.epochs,
+            recipe=";".join(f"{s.train}:{s.epochs}ep@{s.lr:g}" for s in recipe),
+            epochs=sum(s.epochs for s in recipe),
+            seed=self.seed,
             train_loss=loss_value,
             train_seconds=time.perf_counter() - t0,
-            train_images=len(x),
+            train_images=n,
         )

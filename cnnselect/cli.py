@@ -15,8 +15,10 @@ import time
 import uuid
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
+from cnnselect import cli_data
 from cnnselect.cli_teams import cmd_promote, cmd_report, cmd_teams
 from cnnselect.console import (
     EXIT_INFEASIBLE,
@@ -61,17 +63,28 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
     out.print(
         f"dataset [bold]{data['name']}[/] at {data['root']}: {data['counts']} images, digest {data['digest'][:12]}"
     )
+    for rel, why in sorted(data["quarantined"].items()):
+        out.print(f"  [yellow]quarantined[/] {escape(rel)}: {escape(why)}")
+    profile = get_profile(args.profile)
+    if profile.image_size and args.weights != "finetune" and args.dataset:
+        out.print(
+            f"[yellow]note[/]: profile {profile.name!r} evaluates at {profile.image_size} px (a reduced setting made "
+            "for the 8x8 digits), not at each model's own resolution; pretrained weights are measured right with "
+            "--profile full (each model at timm's eval size; --models picks the models)"
+        )
     models = jobs.plan(args.profile, args.models.split(",") if args.models else None)
     sweep = args.sweep or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     runners = args.runners.split(",")
     out.print(f"sweep {sweep}: {len(models)} models x runners {runners}")
     results: list[dict[str, Any]] = []
-    epochs = get_profile(args.profile).epochs if args.weights == "finetune" else 0
+    epochs = get_profile(args.profile).epochs if args.weights in ("finetune", "transfer") else 0
     with SweepProgress(err_console, len(models), len(runners), epochs) as bars:
         for i, variant in enumerate(models, 1):
             t0 = time.perf_counter()
             progress = bars.model(i, len(models), variant)
-            outs = jobs.evaluate(variant, args.profile, data["root"], runners, sweep, args.weights, progress=progress)
+            outs = jobs.evaluate_isolated(
+                variant, args.profile, data["root"], runners, sweep, args.weights, progress=progress
+            )
             bars.done()
             for o in outs:
                 mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(
@@ -257,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument("--runners", default="cpu,edge", help=f"comma-separated, of {', '.join(RUNNER_NAMES)}")
         sp.add_argument(
-            "--weights", default="finetune", help="finetune | timm-hub | scratch | file:<path or MLflow URI>"
+            "--weights",
+            default="finetune",
+            help="finetune (from scratch) | transfer (pretrained backbone, new head) | timm-hub (pretrained, ImageNet "
+            "head) | scratch | file:<path or MLflow URI>",
         )
         sp.add_argument("--sweep", help="sweep id (default: a new one); reusing one resumes it")
         sp.add_argument("--json", action="store_true")
@@ -307,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("pattern", nargs="?", default="*")
     cl.add_argument("--family", choices=[f.value for f in Family])
     cl.add_argument("--json", action="store_true")
+    cli_data.add_parser(sub)
     return p
 
 
@@ -320,6 +337,7 @@ COMMANDS = {
     "report": cmd_report,
     "promote": cmd_promote,
     "teams": cmd_teams,
+    "data": cli_data.cmd_data,
 }
 
 

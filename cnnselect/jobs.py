@@ -36,11 +36,12 @@ def prepare_data(
 
     settings = settings or Settings()
     if dataset_dir:
-        manifest = load_manifest(dataset_dir)
+        manifest = load_manifest(dataset_dir, settings.manifest_dir)
     else:
-        manifest = write_digits(settings.default_dataset_dir, seed=settings.seed)
-    for split in ("heldout",):
-        manifest.split(split)  # raises a DatasetError naming the folder when missing
+        manifest = write_digits(settings.default_dataset_dir, settings.manifest_dir, seed=settings.seed)
+    manifest.split("heldout")  # raises a DatasetError naming the folder when missing
+    for rel, why in sorted(manifest.quarantined().items()):  # in the task log and the terminal; MLflow has them too
+        log.warning("quarantined %s: %s", rel, why)
     gate = gate_data(manifest, settings, classes)
     return {
         "root": str(Path(manifest.root).resolve()),
@@ -48,7 +49,7 @@ def prepare_data(
         "digest": manifest.digest,
         "classes": len(manifest.classes),
         "counts": {s: m.count for s, m in manifest.splits.items()},
-        "skipped": {s: m.skipped for s, m in manifest.splits.items() if m.skipped},
+        "quarantined": manifest.quarantined(),
         "gate": gate,
     }
 
@@ -70,8 +71,10 @@ def gate_data(manifest: Any, settings: Settings | None = None, classes: list[str
 
     settings = settings or Settings()
     names.validate_name("dataset", manifest.name)  # before anything reaches a path or a filter string
-    config = DataGateConfig(classes=tuple(classes) if classes else None)
-    skipped = {name: sorted(split.skipped) for name, split in sorted(manifest.splits.items())}  # unreadable images
+    config = DataGateConfig(
+        classes=tuple(classes) if classes else None, max_quarantined_fraction=settings.max_quarantined_fraction
+    )
+    skipped = {name: sorted(split.quarantined) for name, split in sorted(manifest.splits.items())}  # left out
     spec = json.dumps([manifest.digest, skipped, repr(config), names.EVALUATOR_VERSION])
     key = f"gate-{DATA_SUITE}-{hashlib.sha256(spec.encode()).hexdigest()[:32]}"
     passed = find_gate_run(settings, manifest.name, key, passed=True)
@@ -201,13 +204,110 @@ def evaluate(
     weights: str = "finetune",
     settings: Settings | None = None,
     progress: Any = None,
+    latency: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
+    """One model on its runners (``latency``: ``LatencySettings`` fields, for benchmarks of reduced settings)."""
     from cnnselect.pipeline import evaluate_model
+    from evaluators.latency import LatencySettings
 
     outcomes = evaluate_model(
-        variant, get_profile(profile), dataset_root, tuple(runners), sweep, weights, settings or Settings(), progress
+        variant,
+        get_profile(profile),
+        dataset_root,
+        tuple(runners),
+        sweep,
+        weights,
+        settings or Settings(),
+        progress,
+        LatencySettings(**latency) if latency else None,
     )
     return [o.to_dict() for o in outcomes]
+
+
+def evaluate_isolated(
+    variant: str,
+    profile: str,
+    dataset_root: str,
+    runners: list[str],
+    sweep: str,
+    weights: str = "finetune",
+    progress: Any = None,
+    latency: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate` in a child process, so a model that runs out of memory fails alone and the sweep goes on.
+
+    What was measured already is skipped here, without a child. A child killed by the kernel (the OOM killer's
+    SIGKILL) or dying otherwise is recorded as a FAILED run per runner, naming the last stage it reported and its
+    exit status. Each message the child reports reaches ``progress``.
+    """
+    import multiprocessing
+    import queue
+
+    from catalog import get_profile
+    from cnnselect.pipeline import _Job, validate_variant
+    from evaluators.data import load_manifest
+
+    settings = Settings()
+    validate_variant(variant)
+    job = _Job(
+        variant,
+        get_profile(profile),
+        load_manifest(dataset_root, settings.manifest_dir),
+        tuple(runners),
+        sweep,
+        weights,
+        settings,
+        progress or (lambda m: None),
+        None,
+    )
+    if not job.pending():
+        return [job.outcomes[r].to_dict() for r in runners]
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold threads and open stores
+    messages: Any = ctx.Queue()
+    child = ctx.Process(
+        target=_evaluate_child,
+        args=(messages, variant, profile, dataset_root, runners, sweep, weights, latency),
+        daemon=True,
+    )
+    child.start()
+    last, result = "start", None
+    while result is None:
+        try:
+            kind, payload = messages.get(timeout=0.5)
+        except queue.Empty:
+            if not child.is_alive():
+                break
+            continue
+        if kind == "progress":
+            last = payload
+            if progress:
+                progress(payload)
+        else:
+            result = payload
+    child.join()
+    if result is not None:
+        return list(result)
+    code = child.exitcode
+    why = "killed by SIGKILL (the kernel's out-of-memory killer?)" if code == -9 else f"exit status {code}"
+    err = MemoryError(f"the evaluation process died ({why}) after: {last}") if code == -9 else RuntimeError(why)
+    return [job.fail(r, err, stage="memory" if code == -9 else "process").to_dict() for r in job.pending()]
+
+
+def _evaluate_child(
+    messages: Any,
+    variant: str,
+    profile: str,
+    dataset_root: str,
+    runners: list[str],
+    sweep: str,
+    weights: str,
+    latency: dict[str, Any] | None,
+) -> None:
+    def report(msg: str) -> None:
+        messages.put(("progress", msg))
+
+    out = evaluate(variant, profile, dataset_root, runners, sweep, weights, progress=report, latency=latency)
+    messages.put(("result", out))
 
 
 def leaderboard(dataset: str, settings: Settings | None = None) -> list[dict[str, Any]]:

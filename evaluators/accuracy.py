@@ -1,8 +1,14 @@
-"""Top-k accuracy on held-out data, a bootstrap interval for top-1, per-class accuracy and a confusion matrix."""
+"""Top-k accuracy on held-out data, a bootstrap interval for top-1, per-class accuracy and a confusion matrix.
+
+Tie rule: classes are ranked by logit, highest first, and equal logits by class index, lowest first (a stable sort),
+so a result never depends on how a partial sort happens to order ties. ``top1_tied`` counts the images whose
+highest logit is shared by another class: with float logits (every runner's classifier is FP32) it is 0, and a
+non-zero count says how many answers rest on the tie rule.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ METRICS = {  # name: (unit, higher_is_better)
     "top1_ci_low": ("fraction", True),
     "top1_ci_high": ("fraction", True),
     "top1_worst_class": ("fraction", True),
+    "top1_tied": ("images", False),
 }
 
 
@@ -25,18 +32,28 @@ class AccuracyResult:
     top1_ci_low: float
     top1_ci_high: float
     n: int
+    top1_tied: int = 0
 
     def to_metrics(self) -> dict[str, float]:
         d = asdict(self)
         d["heldout_images"] = float(d.pop("n"))
+        d["top1_tied"] = float(d["top1_tied"])
         return d
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per-sample 0/1: is the label among the ``k`` highest logits."""
+    """Per-sample 0/1: is the label among the ``k`` highest logits (ties: the lower class index ranks first)."""
     k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return (top == labels[:, None]).any(axis=1)
+
+
+def tied_top1(logits: np.ndarray) -> int:
+    """Images whose highest logit is shared by another class."""
+    if logits.shape[1] < 2:
+        return 0
+    top2 = -np.sort(-logits, axis=1)[:, :2]
+    return int(np.sum(top2[:, 0] == top2[:, 1]))
 
 
 def bootstrap_interval(
@@ -59,17 +76,47 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> AccuracyResult:
     c1 = topk_correct(logits, labels, 1) & np.isfinite(logits).any(axis=1)
     c5 = topk_correct(logits, labels, 5) & np.isfinite(logits).any(axis=1)
     lo, hi = bootstrap_interval(c1.astype(np.float64))
-    return AccuracyResult(float(c1.mean()), float(c5.mean()), lo, hi, int(len(labels)))
+    return AccuracyResult(float(c1.mean()), float(c5.mean()), lo, hi, int(len(labels)), tied_top1(logits))
 
 
 def predict_all(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return predict_stream(predict, (x[i : i + batch_size] for i in range(0, len(x), batch_size)))
 
 
-def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts ``[true, predicted]``; a sample whose logits are all non-finite counts in no column (it is wrong)."""
+def predict_stream(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable[np.ndarray]) -> np.ndarray:
+    """Logits of every batch, concatenated (only the logits are kept, never the images)."""
+    out = [np.asarray(predict(b), dtype=np.float32) for b in batches]
+    if not out:
+        raise ValueError("no images to predict")
+    return np.concatenate(out)
+
+
+def write_predictions(
+    logits: np.ndarray, labels: np.ndarray, paths: list[str], head_names: list[str], out: Path, k: int = 5
+) -> Path:
+    """One CSV row per image: path, true class, top-k predicted classes and their logits (image-by-image checks)."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    lines = ["path,label,correct," + ",".join(f"top{i + 1},logit{i + 1}" for i in range(top.shape[1]))]
+    for path, y, row, t in zip(paths, labels, logits, top, strict=True):
+        cells = ",".join(f"{head_names[j]},{row[j]:.6g}" for j in t)
+        lines.append(f"{path},{head_names[y]},{int(t[0] == y)},{cells}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def confusion_matrix(
+    logits: np.ndarray, labels: np.ndarray, num_classes: int, to_class: np.ndarray | None = None
+) -> np.ndarray:
+    """Counts ``[true, predicted]``; a sample whose logits are all non-finite counts in no column (it is wrong).
+
+    ``to_class`` maps each output of the head to a row of the matrix (a 1000-way ImageNet head scored on a few of its
+    classes: the dataset's classes, then one row for every other output); labels are head indices too.
+    """
     finite = np.isfinite(logits).any(axis=1)
-    pred = np.argmax(np.where(np.isfinite(logits), logits, -np.inf), axis=1)
+    pred = np.argsort(-np.where(np.isfinite(logits), logits, -np.inf), axis=1, kind="stable")[:, 0]
+    if to_class is not None:
+        pred, labels = to_class[pred], to_class[labels]
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (labels[finite], pred[finite]), 1)
     return cm
@@ -83,11 +130,27 @@ def per_class_accuracy(cm: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def write_accuracy_artifacts(
-    logits: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], out_dir: Path, title: str
+    logits: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    out_dir: Path,
+    title: str,
+    head_index: tuple[int, ...] | None = None,
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Per-class accuracy (CSV) and a confusion-matrix picture (PNG); returns ``{name: file}`` and summary metrics."""
+    """Per-class accuracy (CSV) and a confusion-matrix picture (PNG); returns ``{name: file}`` and summary metrics.
+
+    ``head_index`` gives the head output of each class when the head is larger than the dataset's classes (ImageNet):
+    predictions of any other output count in a last column, ``(other class)``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    cm = confusion_matrix(logits, labels, len(classes))
+    to_class = None
+    if head_index is not None:
+        to_class = np.full(logits.shape[1], len(classes), dtype=np.int64)
+        to_class[list(head_index)] = np.arange(len(classes))
+        cm = confusion_matrix(logits, labels, len(classes) + 1, to_class)
+        labels, classes = to_class[labels], (*classes, "(other class)")
+    else:
+        cm = confusion_matrix(logits, labels, len(classes))
     acc = per_class_accuracy(cm, labels)
     support = np.bincount(labels, minlength=len(classes))
     csv = out_dir / "per_class_accuracy.csv"

@@ -1,8 +1,19 @@
-"""ImageFolder datasets with content-hash manifests; the bundled digits are the default.
+"""ImageFolder datasets with content-hash manifests kept outside the data; the bundled digits are the default.
 
-Layout: ``<root>/<split>/<class>/<image>`` with splits ``train``, ``calibration`` and ``heldout``. The manifest
-(``<root>/manifest.json``) holds the sha256 of every image and a digest per split, so a measurement can name exactly
-what it was measured on.
+Layout: ``<root>/<split>/<class>/.../<image>`` with splits ``train``, ``calibration`` and ``heldout``. Images in
+folders nested inside a class belong to that class (the rule of torchvision's ``ImageFolder``, which walks each class
+folder recursively); the summary lists how many were found that way.
+
+The manifest holds the sha256, size, modification time and decoded size of every image, and a digest per split, so a
+measurement can name exactly what it was measured on. It is kept in an index folder of cnnselect's home, never in the
+dataset (which may be read-only), and checked cheaply at every sweep: only files whose size or mtime changed are
+read again; an added, removed or changed file gives a new digest, so what was measured on the old data is measured
+again.
+
+A file that is not a usable image (corrupt, truncated, empty, a decompression bomb, another file type, smaller than
+``MIN_SIDE`` pixels, a byte-identical copy of an image already in the split) is *quarantined*: listed with its path and
+the reason, left out of every split, and never a reason to stop the sweep on its own. Hidden files (``.DS_Store``) are
+ignored.
 """
 
 from __future__ import annotations
@@ -11,7 +22,8 @@ import hashlib
 import io
 import json
 import logging
-import warnings
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +31,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from evaluators.images import ImageDecodeError, open_rgb
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "calibration", "heldout")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-MANIFEST = "manifest.json"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
+MIN_SIDE = 8  # pixels: smaller images are quarantined
+MANIFEST_VERSION = 2
 
 
 class DatasetError(ValueError):
@@ -31,15 +46,37 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    sha256: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    mode: str  # the file's own PIL mode (RGBA, CMYK, I;16, ...), before conversion to RGB
+
+
+@dataclass(frozen=True)
 class SplitManifest:
     split: str
     digest: str
-    files: dict[str, str]  # relative path -> sha256
-    skipped: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+    files: dict[str, ImageRecord]  # relative path -> record
+    quarantined: dict[str, str] = field(default_factory=dict)  # relative path -> reason
 
     @property
     def count(self) -> int:
         return len(self.files)
+
+    @property
+    def skipped(self) -> dict[str, str]:  # the name earlier versions used
+        return self.quarantined
+
+    def label_of(self, rel: str) -> str:
+        """The class of an image: the first folder below the split (nested folders belong to it)."""
+        return rel.split("/")[1]
+
+    def nested(self) -> int:
+        """Images found in folders nested inside a class folder."""
+        return sum(1 for rel in self.files if rel.count("/") > 2)
 
 
 @dataclass(frozen=True)
@@ -62,43 +99,90 @@ class DatasetManifest:
             raise DatasetError(f"dataset {self.name!r} at {self.root} has no split {name!r}; has {sorted(self.splits)}")
         return self.splits[name]
 
+    def quarantined(self) -> dict[str, str]:
+        return {rel: why for s in self.splits.values() for rel, why in s.quarantined.items()}
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "version": MANIFEST_VERSION,
             "name": self.name,
+            "root": str(self.root),
             "classes": list(self.classes),
             "digest": self.digest,
             "splits": {
-                s.split: {"digest": s.digest, "count": s.count, "files": s.files, "skipped": s.skipped}
+                s.split: {
+                    "digest": s.digest,
+                    "count": s.count,
+                    "files": {rel: r.__dict__ for rel, r in s.files.items()},
+                    "quarantined": s.quarantined,
+                }
                 for s in self.splits.values()
             },
         }
+
+    def summary(self) -> dict[str, Any]:
+        """What a person wants to see: counts per split and class, nested images, file modes, the quarantine."""
+        out: dict[str, Any] = {"name": self.name, "root": str(self.root), "digest": self.digest, "splits": {}}
+        for s in self.splits.values():
+            out["splits"][s.split] = {
+                "images": s.count,
+                "per_class": dict(sorted(Counter(s.label_of(r) for r in s.files).items())),
+                "nested": s.nested(),
+                "modes": dict(sorted(Counter(r.mode for r in s.files.values()).items())),
+                "quarantined": s.quarantined,
+            }
+        return out
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _split_digest(files: dict[str, str]) -> str:
+def _split_digest(files: dict[str, ImageRecord]) -> str:
     h = hashlib.sha256()
     for rel in sorted(files):
-        h.update(f"{rel}\t{files[rel]}\n".encode())
+        h.update(f"{rel}\t{files[rel].sha256}\n".encode())
     return h.hexdigest()
 
 
 def decode_image(data: bytes, source: str) -> Image.Image:
-    """Decode and fully load an image; truncated, corrupt or decompression-bomb files raise ``DatasetError``."""
+    """Decode bytes into RGB (see :func:`evaluators.images.open_rgb`); broken files raise ``DatasetError``."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise DatasetError(f"cannot decode image {source}: {type(exc).__name__}: {exc}") from exc
-    return img
+        return open_rgb(io.BytesIO(data), source)
+    except ImageDecodeError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
-def scan(root: str | Path, name: str | None = None) -> DatasetManifest:
-    """Hash every image of an ImageFolder tree; unreadable images are listed under ``skipped`` with the reason."""
+def _inspect(path: Path, rel: str) -> tuple[ImageRecord | None, str]:
+    """Hash and decode one file: its record, or None and the reason it is quarantined."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None, f"not an image file (extension {path.suffix or 'none'!r}; valid: {sorted(IMAGE_SUFFIXES)})"
+    st = path.stat()
+    if st.st_size == 0:
+        return None, "empty file (0 bytes)"
+    data = path.read_bytes()
+    try:
+        img = decode_image(data, rel)
+        with Image.open(io.BytesIO(data)) as raw:  # decoded above: this only reads the header again
+            mode = raw.mode
+    except DatasetError as exc:
+        return None, str(exc)
+    if min(img.size) < MIN_SIDE:
+        return None, f"image is {img.width}x{img.height} px, smaller than {MIN_SIDE} px on a side"
+    return ImageRecord(_sha256(data), st.st_size, st.st_mtime_ns, img.width, img.height, mode), ""
+
+
+def _walk(class_dir: Path) -> list[Path]:
+    """Every non-hidden file below a class folder, nested folders included, in a fixed order."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+    return found
+
+
+def scan(root: str | Path, name: str | None = None, previous: DatasetManifest | None = None) -> DatasetManifest:
+    """The manifest of an ImageFolder tree; files unchanged since ``previous`` (same size and mtime) are not read."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -108,65 +192,102 @@ def scan(root: str | Path, name: str | None = None) -> DatasetManifest:
         split_dir = root / split
         if not split_dir.is_dir():
             continue
-        class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+        class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
             raise DatasetError(f"split folder {split_dir} has no class folders (expected {split_dir}/<class>/<image>)")
-        files: dict[str, str] = {}
-        skipped: dict[str, str] = {}
+        old = previous.splits.get(split) if previous is not None else None
+        files: dict[str, ImageRecord] = {}
+        quarantined: dict[str, str] = {}
+        by_hash: dict[str, str] = {}
         for cdir in class_dirs:
             classes.add(cdir.name)
-            for path in sorted(cdir.iterdir()):
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
+            for path in _walk(cdir):
                 rel = path.relative_to(root).as_posix()
-                data = path.read_bytes()
-                try:
-                    decode_image(data, rel)
-                except DatasetError as exc:
-                    log.warning("skipping %s", exc)
-                    skipped[rel] = str(exc)
+                record, why = _cached(old, rel, path)
+                if record is None and not why:
+                    record, why = _inspect(path, rel)
+                if record is not None and record.sha256 in by_hash:
+                    why = f"byte-identical duplicate of {by_hash[record.sha256]}"
+                    record = None
+                if record is None:
+                    log.warning("quarantined %s: %s", rel, why)
+                    quarantined[rel] = why
                     continue
-                files[rel] = _sha256(data)
-        splits[split] = SplitManifest(split, _split_digest(files), files, skipped)
+                by_hash[record.sha256] = rel
+                files[rel] = record
+        splits[split] = SplitManifest(split, _split_digest(files), files, quarantined)
     if not splits:
         raise DatasetError(f"{root} has none of the split folders {list(SPLITS)}")
-    if not classes:
-        raise DatasetError(f"{root} has no class folders")
     return DatasetManifest(name or root.name, root, tuple(sorted(classes)), splits)
 
 
-def write_manifest(manifest: DatasetManifest) -> Path:
-    path = manifest.root / MANIFEST
-    path.write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+def _cached(old: SplitManifest | None, rel: str, path: Path) -> tuple[ImageRecord | None, str]:
+    """The previous record of an unchanged file (or its quarantine reason); ``(None, "")`` when it must be read."""
+    if old is None:
+        return None, ""
+    record = old.files.get(rel)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return None, f"cannot read: {exc}"
+    if record is not None and record.size == st.st_size and record.mtime_ns == st.st_mtime_ns:
+        return record, ""
+    return None, ""
+
+
+def index_path(root: Path, index_dir: Path) -> Path:
+    """Where the manifest of the dataset at ``root`` lives: named by the folder and a hash of its absolute path."""
+    absolute = str(root.resolve())
+    return index_dir / f"{root.resolve().name}-{_sha256(absolute.encode())[:12]}.json"
+
+
+def write_manifest(manifest: DatasetManifest, index_dir: Path) -> Path:
+    path = index_path(manifest.root, index_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest.to_json(), indent=1, sort_keys=True))
+    tmp.replace(path)
     return path
 
 
-def load_manifest(root: str | Path) -> DatasetManifest:
-    """Read ``manifest.json`` if present, else scan the tree and write one."""
-    root = Path(root)
-    path = root / MANIFEST
-    if not path.exists():
-        manifest = scan(root)
-        write_manifest(manifest)
-        return manifest
-    raw = json.loads(path.read_text())
+def read_manifest(root: Path, index_dir: Path) -> DatasetManifest | None:
+    path = index_path(root, index_dir)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if raw.get("version") != MANIFEST_VERSION:
+        return None
     splits = {
-        s: SplitManifest(s, v["digest"], dict(v["files"]), dict(v.get("skipped", {}))) for s, v in raw["splits"].items()
+        s: SplitManifest(
+            s, v["digest"], {rel: ImageRecord(**r) for rel, r in v["files"].items()}, dict(v.get("quarantined", {}))
+        )
+        for s, v in raw["splits"].items()
     }
     return DatasetManifest(raw["name"], root, tuple(raw["classes"]), splits)
 
 
+def load_manifest(root: str | Path, index_dir: str | Path, name: str | None = None) -> DatasetManifest:
+    """The dataset's manifest, brought up to date: unchanged files cost a ``stat``, changed ones are read again."""
+    root, index_dir = Path(root), Path(index_dir)
+    previous = read_manifest(root, index_dir)
+    manifest = scan(root, name or (previous.name if previous else None), previous)
+    if previous is None or previous.to_json() != manifest.to_json():
+        write_manifest(manifest, index_dir)
+    return manifest
+
+
 def write_digits(
-    root: str | Path, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
+    root: str | Path, index_dir: str | Path, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
 ) -> DatasetManifest:
     """Write scikit-learn's bundled digits (1,797 real 8x8 scans) as a stratified, seeded ImageFolder tree.
 
-    Idempotent: an existing tree with a manifest is returned as is. Byte-identical scans are kept once, so no image
-    can land in two splits.
+    Idempotent: an existing tree is returned as is. Byte-identical scans are kept once, so no image can land in two
+    splits.
     """
     root = Path(root)
-    if (root / MANIFEST).exists():
-        return load_manifest(root)
+    if root.is_dir():
+        return load_manifest(root, index_dir, name="digits")
     from sklearn.datasets import load_digits  # seconds to import: only when the tree is written
 
     digits = load_digits()
@@ -198,69 +319,4 @@ def write_digits(
             for index, data in encoded[lo:hi]:
                 (out / f"digit_{index:04d}.png").write_bytes(data)
     tmp.rename(root)
-    manifest = scan(root, name="digits")
-    write_manifest(manifest)
-    return manifest
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How images become model input; comes from timm's data config for the entry."""
-
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-
-    def key(self) -> str:
-        return _sha256(repr(self).encode())[:16]
-
-
-_INTERP = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
-
-
-def to_array(img: Image.Image, pre: Preprocess) -> np.ndarray:
-    """RGB, resized to a square, scaled to [0,1], normalized; CHW float32."""
-    img = img.convert("RGB").resize(
-        (pre.image_size, pre.image_size), _INTERP.get(pre.interpolation, Image.Resampling.BICUBIC)
-    )
-    arr: np.ndarray = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
-
-
-def load_split(
-    manifest: DatasetManifest, split: str, pre: Preprocess, cache_dir: str | Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and preprocess a split once per preprocessing config; later calls read the cached tensors.
-
-    Returns ``(x, y)``: float32 NCHW and int64 class indices (into ``manifest.classes``).
-    """
-    sm = manifest.split(split)
-    cache: Path | None = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"{manifest.name}-{split}-{sm.digest[:16]}-{pre.key()}.npz"
-        if cache.exists():
-            with np.load(cache) as z:
-                return z["x"], z["y"]
-    class_index = {c: i for i, c in enumerate(manifest.classes)}
-    xs, ys = [], []
-    for rel, sha in sorted(sm.files.items()):
-        data = (manifest.root / rel).read_bytes()
-        if _sha256(data) != sha:
-            raise DatasetError(f"{rel} changed since the manifest was written (sha256 mismatch): rescan the dataset")
-        xs.append(to_array(decode_image(data, rel), pre))
-        ys.append(class_index[Path(rel).parent.name])
-    if not xs:
-        raise DatasetError(f"split {split!r} of {manifest.name!r} has no readable images")
-    x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, x=x, y=y)
-        tmp.replace(cache)
-    return x, y
+    return load_manifest(root, index_dir, name="digits")

@@ -8,7 +8,6 @@ expectation. Nothing passes vacuously: a missing column, an empty table, a null 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -38,14 +37,19 @@ class GateError(ValueError):
 
 @dataclass(frozen=True)
 class DataGateConfig:
-    """What a usable ImageFolder looks like. ``classes=None`` means: the classes found on disk."""
+    """What makes a split unusable. ``classes=None`` means: the classes found on disk.
+
+    Per-image problems (an unreadable, tiny or duplicated file) quarantine the image at scan time
+    (:mod:`evaluators.data`) and fail nothing here, until more than ``max_quarantined_fraction`` of a split is
+    quarantined. What fails: a class with no image left in ``heldout`` or ``train``, too few held-out images, an
+    image in two splits (a leak), a label outside the label map.
+    """
 
     classes: tuple[str, ...] | None = None
     min_rows: int = 50  # held-out images at least
     min_rows_other: int = 1  # images per other split at least
-    min_size: int = 8  # pixels, each side
-    max_size: int = 4096
-    channels: tuple[int, ...] = (1, 3)  # L or RGB; convert RGBA/P/CMYK before use
+    max_quarantined_fraction: float = 0.1
+    every_class_in: tuple[str, ...] = ("heldout", "train")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class GateResult:
     success: bool
     failures: list[str] = field(default_factory=list)
     validation: dict[str, Any] = field(default_factory=dict)  # GX's ExpectationSuiteValidationResult as JSON
+    quarantined: dict[str, str] = field(default_factory=dict)  # data gate: files left out, with the reason
 
     def summary(self) -> str:
         if self.success:
@@ -76,6 +81,7 @@ class GateResult:
             "subject": self.subject,
             "success": self.success,
             "failures": self.failures,
+            "quarantined": self.quarantined,
             "validation": self.validation,
         }
 
@@ -152,54 +158,50 @@ def _validate(frames: Mapping[str, Any], suites: Mapping[str, list[Any]], suite:
 
 
 def image_rows(manifest: DatasetManifest) -> Any:
-    """One row per image file of every split (skipped ones included): what decodes, its size, channels, hash."""
+    """One row per file of every split, quarantined ones included, from the manifest (no image is decoded again)."""
     import pandas as pd
-
-    from evaluators.data import decode_image
 
     rows: list[dict[str, Any]] = []
     for split, sm in sorted(manifest.splits.items()):
-        for rel, why in sorted(sm.skipped.items()):
-            rows.append(dict(split=split, path=rel, label=Path(rel).parent.name, sha256=None, decodes=False, error=why))
-        for rel in sorted(sm.files):
-            data = (manifest.root / rel).read_bytes()
-            row: dict[str, Any] = dict(split=split, path=rel, label=Path(rel).parent.name)
-            row["sha256"] = hashlib.sha256(data).hexdigest()
-            try:
-                img = decode_image(data, rel)
-                row.update(decodes=True, width=img.width, height=img.height, channels=len(img.getbands()))
-                img.close()
-            except Exception as exc:  # the file changed since the scan
-                row.update(decodes=False, error=str(exc))
-            rows.append(row)
-    columns = ["split", "path", "label", "sha256", "decodes", "width", "height", "channels", "error"]
+        for rel, why in sorted(sm.quarantined.items()):
+            rows.append(dict(split=split, path=rel, label=sm.label_of(rel), quarantined=True, error=why))
+        for rel, r in sorted(sm.files.items()):
+            rows.append(
+                dict(
+                    split=split,
+                    path=rel,
+                    label=sm.label_of(rel),
+                    sha256=r.sha256,
+                    quarantined=False,
+                    width=r.width,
+                    height=r.height,
+                )
+            )
+    columns = ["split", "path", "label", "sha256", "quarantined", "width", "height", "error"]
     df = pd.DataFrame(rows, columns=columns)
-    for col in ("width", "height", "channels"):
+    for col in ("width", "height"):
         df[col] = df[col].astype("Float64")
     return df
 
 
-def _data_expectations(gxe: Any, cfg: DataGateConfig, classes: Sequence[str], min_rows: int) -> list[Any]:
-    cols = ("split", "path", "label", "sha256", "decodes", "width", "height", "channels")
+def _data_expectations(gxe: Any, cfg: DataGateConfig, classes: Sequence[str], min_rows: int, every: bool) -> list[Any]:
+    cols = ("split", "path", "label", "sha256", "width", "height")
     ex: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in cols]
     ex += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in cols]  # an empty column is all nulls: fails
     ex += [
         gxe.ExpectTableRowCountToBeBetween(min_value=max(1, min_rows)),
-        gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
-        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=cfg.min_size, max_value=cfg.max_size),
-        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=cfg.min_size, max_value=cfg.max_size),
-        gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[float(c) for c in cfg.channels]),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes)),
-        gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(classes)),
         gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=_SHA256),
         gxe.ExpectColumnValuesToBeUnique(column="sha256"),  # no duplicate image within the split
         gxe.ExpectColumnValuesToBeUnique(column="path"),
     ]
+    if every:  # a class with no image left cannot be scored (held-out) or learned (train)
+        ex.append(gxe.ExpectColumnDistinctValuesToContainSet(column="label", value_set=list(classes)))
     return ex
 
 
 def check_data(manifest: DatasetManifest, config: DataGateConfig | None = None) -> GateResult:
-    """The held-out data suite, per split, plus one suite across splits (no image in two splits, by content)."""
+    """The data suite per split (usable images), the quarantine per split, and one suite across splits (no leak)."""
     import pandas as pd
 
     _, gxe, _ = _gx()
@@ -209,12 +211,24 @@ def check_data(manifest: DatasetManifest, config: DataGateConfig | None = None) 
     frames: dict[str, Any] = {}
     suites: dict[str, list[Any]] = {}
     for split in sorted(set(manifest.splits) | {"heldout"}):
-        frames[split] = rows[rows["split"] == split].reset_index(drop=True)
+        of_split = rows[rows["split"] == split]
+        frames[split] = of_split[~of_split["quarantined"].astype(bool)].reset_index(drop=True)
         suites[split] = _data_expectations(
-            gxe, cfg, classes, cfg.min_rows if split == "heldout" else cfg.min_rows_other
+            gxe,
+            cfg,
+            classes,
+            cfg.min_rows if split == "heldout" else cfg.min_rows_other,
+            split in cfg.every_class_in,
         )
-    # across splits: a hash seen in two splits is a leak; duplicates within a split are the per-split suites' job
-    per_split = rows.dropna(subset=["sha256"]).drop_duplicates(["split", "sha256"])
+        frames[f"{split}_quarantine"] = of_split[["path", "quarantined"]].reset_index(drop=True)
+        suites[f"{split}_quarantine"] = [
+            gxe.ExpectColumnValuesToBeInSet(
+                column="quarantined", value_set=[False], mostly=max(0.0, 1.0 - cfg.max_quarantined_fraction)
+            )
+        ]
+    # across splits: a hash seen in two splits is a leak; duplicates within a split are quarantined at scan time
+    usable = rows[~rows["quarantined"].astype(bool)]
+    per_split = usable.dropna(subset=["sha256"]).drop_duplicates(["split", "sha256"])
     frames["across_splits"] = pd.DataFrame({"sha256": per_split["sha256"].to_numpy()})
     suites["across_splits"] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -223,10 +237,19 @@ def check_data(manifest: DatasetManifest, config: DataGateConfig | None = None) 
     ]
     subject = f"dataset {manifest.name} ({manifest.digest[:12]})"
     result = _validate(frames, suites, DATA_SUITE, subject)
-    bad = rows[rows["decodes"] != True]  # noqa: E712 (a pandas mask, not a truth test)
-    if len(bad):  # name the files, not only the column: the fix is to delete or replace them
-        shown = "; ".join(f"{p} ({e})" for p, e in zip(bad["path"][:10], bad["error"][:10], strict=True))
-        result.failures.append(f"{len(bad)} image(s) do not decode: {shown}" + (" ..." if len(bad) > 10 else ""))
+    result.quarantined = manifest.quarantined()
+    for split, sm in sorted(manifest.splits.items()):
+        total = sm.count + len(sm.quarantined)
+        if total and len(sm.quarantined) > cfg.max_quarantined_fraction * total:
+            first = "; ".join(f"{p} ({why})" for p, why in list(sorted(sm.quarantined.items()))[:5])
+            result.failures.append(
+                f"{split}: {len(sm.quarantined)} of {total} files quarantined, more than "
+                f"{cfg.max_quarantined_fraction:.0%} (CNNSELECT_MAX_QUARANTINED_FRACTION): {first}"
+            )
+    leaks = per_split[per_split.duplicated("sha256", keep=False)]
+    if len(leaks):  # name the files, not only the hashes: the fix is to delete one copy
+        shown = "; ".join(f"{s}: {p}" for s, p in zip(leaks["split"][:10], leaks["path"][:10], strict=True))
+        result.failures.append(f"{len(leaks)} image(s) appear in more than one split: {shown}")
     return result
 
 

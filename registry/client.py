@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlparse
 
 from registry import names
 from registry.constraints import Constraints
-from registry.errors import NoChampionError
+from registry.errors import NoChampionError, RegistryError
 from registry.index import CandidateIndex
 from registry.selection import (
     Candidate,
@@ -79,6 +79,14 @@ class Answer:
     def load(self) -> Any:
         """An onnxruntime session for the chosen artifact, on the target runner's settings."""
         return self._registry.load(self.candidate)
+
+    def preprocess(self, images: Any) -> Any:
+        """Photos (paths or PIL images) to exactly the float32 NCHW tensors the measured artifact saw.
+
+        timm's eval transform recorded with the version (``cnnselect.preprocess``): resize, centre crop, interpolation,
+        mean and std of the pretrained tag at the measured resolution, after the same decoding (EXIF, 16-bit, alpha).
+        """
+        return self._registry.preprocessing(self.candidate)(images)
 
 
 def local_dir(uri: str) -> str | None:
@@ -256,6 +264,20 @@ class Registry:
         except (MlflowException, OSError):
             return False
         return any(Path(f.path).name == "MLmodel" for f in files or [])
+
+    def preprocessing(self, candidate: Candidate) -> Any:
+        """The version's ``evaluators.images.Preprocess`` (callable on images), read from its tag."""
+        import json
+
+        from evaluators.images import Preprocess
+
+        version = self.client.get_model_version(candidate.model_name, candidate.version)
+        raw = version.tags.get(names.TAG_PREPROCESS)
+        if not raw:
+            raise RegistryError(
+                f"{candidate.uri} records no preprocessing (measured before evaluator version 2): measure it again"
+            )
+        return Preprocess.from_dict(json.loads(raw))
 
     def load(self, candidate: Candidate) -> Any:
         """An onnxruntime session on the version's ONNX file: read in place when local, else downloaded first."""

@@ -7,7 +7,9 @@ import re
 
 from registry.errors import InvalidNameError
 
-EVALUATOR_VERSION = "1"  # bump when a change to the evaluators makes old measurements incomparable
+# bump when a change to the evaluators makes old measurements incomparable
+# 2: timm eval transforms at each tag's own size, ImageNet heads kept, FP32 classifier in INT8, stable tie rule
+EVALUATOR_VERSION = "2"
 
 TAG_PREFIX = "cnnselect."
 TAG_VARIANT = "cnnselect.variant"
@@ -25,6 +27,7 @@ TAG_STATUS = "cnnselect.status"  # running (being written, or left by a killed a
 TAG_STAGE = "cnnselect.stage"  # where a failed evaluation stopped
 TAG_ERROR = "cnnselect.error"
 TAG_EVALUATOR_VERSION = "cnnselect.evaluator_version"
+TAG_PREPROCESS = "cnnselect.preprocess"  # JSON of timm's eval data config (evaluators.images.Preprocess)
 TAG_BATCH_SIZE = "cnnselect.batch_size"  # operating point of the measurement (from the runner's fingerprint)
 TAG_THREADS = "cnnselect.threads"
 TAG_RUN_ID = "cnnselect.run_id"

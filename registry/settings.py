@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     dataset_dir: Path | None = None
     artifact_uri: str | None = None  # CNNSELECT_ARTIFACT_URI: root for experiments cnnselect creates (path, s3://...)
     seed: int = 0
+    max_quarantined_fraction: float = 0.1  # CNNSELECT_MAX_QUARANTINED_FRACTION: more of a split quarantined fails
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     @property
     def default_dataset_dir(self) -> Path:
         return self.dataset_dir or self.home / "datasets" / "digits"
+
+    @property
+    def manifest_dir(self) -> Path:
+        """Dataset manifests, one per dataset folder: never written into the dataset itself (it may be read-only)."""
+        return self.home / "manifests"
 
     @property
     def cache_dir(self) -> Path:

@@ -62,7 +62,8 @@ class Evaluation:
     output_example: np.ndarray
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files, logged under artifact_path key
+    artifacts: dict[str, Path] = field(default_factory=dict)  # extra files or folders, logged under artifact_path key
+    preprocess: dict[str, Any] = field(default_factory=dict)  # timm's eval data config the artifact was measured with
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,8 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         names.TAG_BATCH_SIZE: str(ev.fingerprint.get("batch_size", "1")),  # operating point, read by get_best
         names.TAG_THREADS: str(ev.fingerprint.get("threads", "all")),
     }
+    if ev.preprocess:  # what production code applies before calling the artifact (Answer.preprocess)
+        tags[names.TAG_PREPROCESS] = json.dumps(ev.preprocess, sort_keys=True, separators=(",", ":"))
     run_tags = {**tags, names.TAG_STATUS: STATUS_RUNNING}
     if non_finite:
         run_tags["cnnselect.non_finite_metrics"] = ",".join(non_finite)
@@ -285,7 +288,10 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         )
         mlflow.log_input(dataset, context="heldout", tags={"classes": str(len(ev.dataset.classes))})
         for path, local in ev.artifacts.items():
-            mlflow.log_artifact(str(local), artifact_path=path)
+            if Path(local).is_dir():
+                mlflow.log_artifacts(str(local), artifact_path=path)
+            else:
+                mlflow.log_artifact(str(local), artifact_path=path)
         info = mlflow.onnx.log_model(
             onnx.load(str(ev.artifact)),
             name="model",

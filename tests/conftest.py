@@ -61,8 +61,9 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled digits, written once per session."""
     from evaluators.data import write_digits
 
-    root = tmp_path_factory.mktemp("data") / "digits"
-    write_digits(root)
+    base = tmp_path_factory.mktemp("data")
+    write_digits(base / "digits", base / "index")
+    root = base / "digits"
     return root
 
 

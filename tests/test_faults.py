@@ -45,29 +45,35 @@ def _artifact_json(settings: Settings, run_id: str, path: str) -> dict:
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
-def test_corrupt_truncated_and_bomb_images_stop_the_sweep(
+def test_corrupt_truncated_and_bomb_images_are_quarantined_and_too_many_stop_the_sweep(
     settings: Settings, tmp_path: Path, digits_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cnnselect import jobs
 
     root = _user_folder(tmp_path / "corrupt", digits_root)
     first = jobs.prepare_data(str(root), settings)  # a clean folder passes, and its gate run is kept
-    assert first["gate"]["success"]
-    (root / "manifest.json").unlink()
+    assert first["gate"]["success"] and first["quarantined"] == {}
     (root / "heldout" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     good = next((root / "heldout" / "dog").glob("*.png")).read_bytes()
     (root / "heldout" / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
     Image.new("L", (4000, 4000)).save(root / "train" / "cat" / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
-    with pytest.raises(GateError, match=r"gate cnnselect.heldout_data failed for dataset corrupt .*'decodes'"):
+    second = jobs.prepare_data(str(root), settings)  # a few bad files: quarantined by name, the sweep goes on
+    assert second["gate"]["success"] and second["digest"] == first["digest"]  # the usable images did not change
+    assert set(second["quarantined"]) == {"heldout/cat/broken.png", "heldout/dog/truncated.png", "train/cat/bomb.png"}
+    saved = _artifact_json(settings, second["gate"]["run_id"], "gates/cnnselect.heldout_data.json")
+    assert set(saved["quarantined"]) == set(second["quarantined"])  # and in MLflow, with the reasons
+    for i in range(40):  # more than CNNSELECT_MAX_QUARANTINED_FRACTION of the split: unusable, fail closed
+        (root / "heldout" / "cat" / f"junk_{i:02d}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(GateError, match=r"gate cnnselect.heldout_data failed for dataset corrupt .*quarantined"):
         jobs.prepare_data(str(root), settings)
     runs = {r.data.tags["cnnselect.gate_status"]: r for r in _gate_runs(settings, "corrupt")}
-    assert set(runs) == {"passed", "failed"}  # the earlier passing record is still there
+    assert set(runs) == {"passed", "failed"}  # the earlier passing records are still there
     failed = runs["failed"]
     assert failed.info.status == "FAILED"
     saved = _artifact_json(settings, failed.info.run_id, "gates/cnnselect.heldout_data.json")
-    assert saved["success"] is False and not saved["validation"]["heldout"]["success"]
-    assert not saved["validation"]["train"]["success"]  # the bomb is in train: every split is gated
+    assert saved["success"] is False and not saved["validation"]["heldout_quarantine"]["success"]
+    assert "heldout/cat/junk_00.jpg" in saved["quarantined"]
 
 
 def test_wrong_label_map_is_refused(settings: Settings, tmp_path: Path, digits_root: Path) -> None:

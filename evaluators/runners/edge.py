@@ -45,8 +45,9 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
     name: str = "edge"
     precision: str = "int8"
     per_channel: bool = True
-    calibration_batch: int = 8
-    calibration_merge_every: int = 8  # batches of intermediate outputs held before ranges are merged
+    calibration_batch: int = 8  # images per calibration batch at most ...
+    calibration_pixels: int = 8 * 64 * 64  # ... and about this many input pixels per batch (1 image at 224 px)
+    calibration_merge_every: int = 2  # batches of intermediate outputs held before ranges are merged
 
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -66,7 +67,7 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
         quantize_static(
             str(pre),
             str(out),
-            _Calibration(calibration, self.calibration_batch),
+            _Calibration(calibration, self._calibration_batch(pre)),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -77,6 +78,14 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
         )
         pre.unlink(missing_ok=True)
         return out
+
+    def _calibration_batch(self, model_path: Path) -> int:
+        """Calibration keeps every intermediate tensor of a batch: large inputs are calibrated one image at a time."""
+        import onnx
+
+        dims = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        pixels = (dims[2].dim_value or 224) * (dims[3].dim_value or 224) if len(dims) == 4 else 224 * 224
+        return max(1, min(self.calibration_batch, self.calibration_pixels // pixels))
 
     def fingerprint(self, batch_size: int, image_size: int) -> dict[str, str]:
         fp = super().fingerprint(batch_size, image_size)

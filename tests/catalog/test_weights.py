@@ -99,17 +99,23 @@ def test_digest_is_deterministic_and_sensitive() -> None:
     assert a.weights_digest == b.weights_digest != c.weights_digest
 
 
-def test_finetune_learns_the_train_split(digits_root: Path) -> None:
-    from evaluators.data import Preprocess, load_manifest, load_split
+def test_finetune_learns_the_train_split(digits_root: Path, tmp_path: Path) -> None:
+    from cnnselect.inputs import open_split
+    from evaluators.data import load_manifest
+    from evaluators.images import Preprocess
+    from evaluators.labels import folder_map
+    from registry.settings import Settings
 
-    m = load_manifest(digits_root)
-    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    x, y = load_split(m, "train", pre)
-    xh, yh = load_split(m, "heldout", pre)
+    settings = Settings(home=tmp_path)
+    m = load_manifest(digits_root, settings.manifest_dir)
+    pre = Preprocess(32, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop_pct=1.0)
+    train = open_split(m, "train", pre, folder_map(m.classes), settings)
+    held = open_split(m, "heldout", pre, folder_map(m.classes), settings)
     losses: list[float] = []
-    pulled = FinetuneSource(x, y, epochs=3, progress=lambda e, loss: losses.append(loss)).pull(get_entry(ENTRY), 10)
+    pulled = FinetuneSource(train, epochs=3, progress=lambda e, loss: losses.append(loss)).pull(get_entry(ENTRY), 10)
+    xh = np.concatenate(list(held.batches(256)))
     with torch.no_grad():
-        acc = float((pulled.model(torch.from_numpy(xh)).argmax(1).numpy() == yh).mean())
+        acc = float((pulled.model(torch.from_numpy(xh)).argmax(1).numpy() == held.labels).mean())
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert acc > 0.5  # chance is 0.1
     assert pulled.details["epochs"] == 3 and np.isfinite(pulled.details["train_loss"])

@@ -84,32 +84,25 @@ def test_user_imagefolder_with_a_broken_image(tmp_path: Path, digits_root: Path)
         for cls, name in (("1", "cat"), ("7", "dog")):
             shutil.copytree(digits_root / split / cls, data / split / name)
     (data / "heldout" / "cat" / "corrupt.png").write_bytes(b"not an image")
-    out = run(
-        "evaluate",
-        "--dataset",
-        str(data),
-        "--profile",
-        "smoke",
-        "--models",
-        "test_efficientnet.r160_in1k",
-        "--runners",
-        "cpu,edge",
-        "--json",
-        home=tmp_path,
-    )
-    # the held-out data gate fails closed (issue 6): no model is evaluated, the error names the file
-    assert out.returncode == 2, out.stderr[-3000:]
-    payload = json.loads(out.stdout.strip().splitlines()[-1])
-    assert payload["error"] == "GateError"
-    assert "cnnselect.heldout_data failed" in payload["message"]
-    assert "heldout/cat/corrupt.png (cannot decode image" in payload["message"]
-    (data / "heldout" / "cat" / "corrupt.png").unlink()
-    (data / "manifest.json").unlink()
-    out = run(
-        "evaluate", "--dataset", str(data), "--profile", "smoke", "--models", "test_efficientnet.r160_in1k",
-        "--runners", "cpu,edge", "--json", home=tmp_path,
-    )  # fmt: skip
+    args = ("--profile", "smoke", "--models", "test_efficientnet.r160_in1k", "--runners", "cpu,edge", "--json")
+    out = run("evaluate", "--dataset", str(data), *args, home=tmp_path)
+    # a broken image is quarantined by name and the sweep goes on (the gate fails only for an unusable split)
     assert out.returncode == 0, out.stderr[-3000:]
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     assert payload["dataset"]["classes"] == 2 and payload["dataset"]["gate"]["success"]
+    assert "cannot decode image heldout/cat/corrupt.png" in payload["dataset"]["quarantined"]["heldout/cat/corrupt.png"]
+    assert "quarantined heldout/cat/corrupt.png" in out.stderr
     assert [r["status"] for r in payload["results"]] == ["ok", "ok"]
+    assert not any(p.name.endswith(".json") for p in data.iterdir())  # the manifest lives in CNNSELECT_HOME
+    summary = run("data", str(data), "--json", home=tmp_path)
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    assert "heldout/cat/corrupt.png" in json.loads(summary.stdout)["splits"]["heldout"]["quarantined"]
+    # deleting a file is a new dataset digest: measured again, no stale-manifest crash, no "already measured"
+    (data / "heldout" / "cat" / "corrupt.png").unlink()
+    victim = sorted((data / "heldout" / "dog").glob("*.png"))[0]
+    victim.unlink()
+    again = run("evaluate", "--dataset", str(data), *args, home=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert second["dataset"]["digest"] != payload["dataset"]["digest"] and second["dataset"]["quarantined"] == {}
+    assert [r["status"] for r in second["results"]] == ["ok", "ok"]

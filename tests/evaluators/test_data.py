@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -7,18 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluators.data import (
-    SPLITS,
-    DatasetError,
-    Preprocess,
-    load_manifest,
-    load_split,
-    scan,
-    write_digits,
-    write_manifest,
-)
-
-PRE = Preprocess(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+from evaluators.data import SPLITS, DatasetError, load_manifest, read_manifest, scan, write_digits
+from evaluators.images import ImageSplit, Preprocess
 
 
 def _hashes(root: Path, split: str) -> set[str]:
@@ -35,8 +26,8 @@ def test_splits_are_disjoint_by_content_hash(digits_root: Path) -> None:
     )
 
 
-def test_digits_are_stratified_and_complete(digits_root: Path) -> None:
-    m = load_manifest(digits_root)
+def test_digits_are_stratified_and_complete(digits_root: Path, tmp_path: Path) -> None:
+    m = load_manifest(digits_root, tmp_path)
     assert m.classes == tuple(str(i) for i in range(10))
     total = sum(s.count for s in m.splits.values())
     assert 1700 <= total <= 1797  # byte-identical scans are kept once
@@ -46,29 +37,36 @@ def test_digits_are_stratified_and_complete(digits_root: Path) -> None:
     assert 0.55 < m.split("train").count / total < 0.65
 
 
-def test_manifest_is_deterministic_and_matches_files(digits_root: Path, tmp_path: Path) -> None:
-    again = write_digits(tmp_path / "digits")
-    first = load_manifest(digits_root)
+def test_manifest_is_deterministic_kept_outside_the_data_and_matches_files(digits_root: Path, tmp_path: Path) -> None:
+    again = write_digits(tmp_path / "digits", tmp_path / "index")
+    first = load_manifest(digits_root, tmp_path / "index")
     assert again.digest == first.digest
-    on_disk = json.loads((digits_root / "manifest.json").read_text())
-    rel, sha = next(iter(on_disk["splits"]["heldout"]["files"].items()))
-    assert hashlib.sha256((digits_root / rel).read_bytes()).hexdigest() == sha
+    assert not list(digits_root.glob("*.json"))  # nothing written into the dataset folder
+    (stored,) = [p for p in (tmp_path / "index").glob("digits-*.json") if str(digits_root) in p.read_text()]
+    on_disk = json.loads(stored.read_text())
+    rel, record = next(iter(on_disk["splits"]["heldout"]["files"].items()))
+    assert hashlib.sha256((digits_root / rel).read_bytes()).hexdigest() == record["sha256"]
 
 
 def test_other_seed_other_split(tmp_path: Path, digits_root: Path) -> None:
-    assert write_digits(tmp_path / "d", seed=1).digest != load_manifest(digits_root).digest
+    assert write_digits(tmp_path / "d", tmp_path, seed=1).digest != load_manifest(digits_root, tmp_path).digest
 
 
-def test_load_split_shapes_and_cache(digits_root: Path, tmp_path: Path) -> None:
-    m = load_manifest(digits_root)
-    x, y = load_split(m, "heldout", PRE, tmp_path / "cache")
-    assert x.shape == (m.split("heldout").count, 3, 16, 16) and x.dtype == np.float32
-    assert set(y.tolist()) == set(range(10))
-    cached = list((tmp_path / "cache").glob("*.npz"))
-    assert len(cached) == 1
-    x2, y2 = load_split(m, "heldout", PRE, tmp_path / "cache")
-    np.testing.assert_array_equal(x, x2)
-    np.testing.assert_array_equal(y, y2)
+def test_image_split_streams_batches_and_is_cached_once(digits_root: Path, tmp_path: Path) -> None:
+    m = load_manifest(digits_root, tmp_path)
+    pre = Preprocess(16, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), crop_pct=1.0)
+    rels = sorted(m.split("heldout").files)
+    labels = np.array([int(m.split("heldout").label_of(r)) for r in rels])
+    split = ImageSplit([digits_root / r for r in rels], labels, pre, tmp_path / "cache" / "held.f32")
+    batches = list(split.batches(64))
+    assert [len(b) for b in batches[:-1]] == [64] * (len(batches) - 1) and sum(map(len, batches)) == len(rels)
+    assert batches[0].shape[1:] == (3, 16, 16) and batches[0].dtype == np.float32
+    cache = tmp_path / "cache" / "held.f32"
+    mtime = cache.stat().st_mtime_ns
+    np.testing.assert_array_equal(split.rows([3, 0]), np.concatenate(batches)[[3, 0]])
+    assert cache.stat().st_mtime_ns == mtime  # read back, not written again
+    # the rows are timm's eval transform of each image
+    np.testing.assert_allclose(batches[0][0], pre([digits_root / rels[0]])[0], atol=1e-6)
 
 
 def _user_folder(root: Path, digits_root: Path) -> Path:
@@ -80,33 +78,55 @@ def _user_folder(root: Path, digits_root: Path) -> Path:
 
 def test_any_user_imagefolder_loads(tmp_path: Path, digits_root: Path) -> None:
     root = _user_folder(tmp_path / "pets", digits_root)
-    m = load_manifest(root)
+    m = load_manifest(root, tmp_path / "index")
     assert m.classes == ("cat", "dog") and set(m.splits) == {"train", "heldout"}
-    x, y = load_split(m, "heldout", PRE)
-    assert len(x) == m.split("heldout").count and set(y.tolist()) == {0, 1}
     with pytest.raises(DatasetError, match="has no split 'calibration'"):
         m.split("calibration")
 
 
-def test_unreadable_images_are_skipped_with_reason(tmp_path: Path, digits_root: Path) -> None:
+def test_bad_files_are_quarantined_by_name_with_the_reason(tmp_path: Path, digits_root: Path) -> None:
     root = _user_folder(tmp_path / "pets", digits_root)
-    (root / "heldout" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    good = next((root / "heldout" / "dog").glob("*.png")).read_bytes()
-    (root / "heldout" / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
-    m = scan(root)
-    skipped = m.split("heldout").skipped
-    assert set(skipped) == {"heldout/cat/broken.png", "heldout/dog/truncated.png"}
-    assert all("cannot decode image" in why for why in skipped.values())
-    write_manifest(m)
-    x, _ = load_split(load_manifest(root), "heldout", PRE)
-    assert len(x) == m.split("heldout").count
+    held = root / "heldout"
+    (held / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = sorted((held / "dog").glob("*.png"))[0]
+    (held / "dog" / "truncated.png").write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    (held / "dog" / "empty.jpg").write_bytes(b"")
+    (held / "dog" / "README.txt").write_text("notes")
+    (held / "dog" / ".DS_Store").write_bytes(b"\0")  # hidden: ignored, not quarantined
+    shutil.copy(good, held / "dog" / "zz_copy.png")  # byte-identical within the split (the later name is quarantined)
+    Image.new("L", (4, 4)).save(held / "cat" / "tiny.png")
+    q = scan(root).split("heldout").quarantined
+    assert set(q) == {
+        "heldout/cat/broken.png",
+        "heldout/dog/truncated.png",
+        "heldout/dog/empty.jpg",
+        "heldout/dog/README.txt",
+        "heldout/dog/zz_copy.png",
+        "heldout/cat/tiny.png",
+    }
+    assert "cannot decode image heldout/cat/broken.png" in q["heldout/cat/broken.png"]
+    assert q["heldout/dog/empty.jpg"] == "empty file (0 bytes)"
+    assert "not an image file" in q["heldout/dog/README.txt"] and "'.png'" in q["heldout/dog/README.txt"]
+    assert q["heldout/dog/zz_copy.png"].startswith("byte-identical duplicate of heldout/dog/")
+    assert "4x4 px" in q["heldout/cat/tiny.png"]
 
 
-def test_decompression_bomb_is_refused(tmp_path: Path, digits_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bomb_is_quarantined(tmp_path: Path, digits_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _user_folder(tmp_path / "pets", digits_root)
     Image.new("L", (4000, 4000)).save(root / "heldout" / "cat" / "bomb.png")  # tiny file, 16 Mpx
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
-    assert "heldout/cat/bomb.png" in scan(root).split("heldout").skipped
+    assert "DecompressionBomb" in scan(root).split("heldout").quarantined["heldout/cat/bomb.png"]
+
+
+def test_nested_folders_belong_to_their_class(tmp_path: Path, digits_root: Path) -> None:
+    root = _user_folder(tmp_path / "pets", digits_root)
+    deep = root / "heldout" / "cat" / "2024" / "trip"
+    deep.mkdir(parents=True)
+    Image.new("L", (12, 12), 7).save(deep / "IMG_1.PNG")  # upper-case extension too
+    m = scan(root)
+    assert m.split("heldout").label_of("heldout/cat/2024/trip/IMG_1.PNG") == "cat"
+    assert "heldout/cat/2024/trip/IMG_1.PNG" in m.split("heldout").files
+    assert m.summary()["splits"]["heldout"]["nested"] == 1 and m.classes == ("cat", "dog")
 
 
 def test_folder_without_classes_names_the_folder(tmp_path: Path) -> None:
@@ -117,10 +137,26 @@ def test_folder_without_classes_names_the_folder(tmp_path: Path) -> None:
         scan(tmp_path / "nowhere")
 
 
-def test_changed_image_is_detected(tmp_path: Path, digits_root: Path) -> None:
+def test_added_removed_and_changed_files_give_a_new_digest_without_rereading_the_rest(
+    tmp_path: Path, digits_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _user_folder(tmp_path / "pets", digits_root)
-    m = load_manifest(root)
-    victim = root / sorted(m.split("heldout").files)[0]
-    Image.new("L", (8, 8), 255).save(victim)
-    with pytest.raises(DatasetError, match="changed since the manifest"):
-        load_split(m, "heldout", PRE)
+    index = tmp_path / "index"
+    first = load_manifest(root, index)
+    files = sorted(first.split("heldout").files)
+    (root / files[0]).unlink()  # removed
+    Image.new("L", (8, 8), 200).save(root / files[1])  # changed in place
+    os.utime(root / files[1], ns=(1, 1))
+    Image.new("L", (9, 9), 100).save(root / "heldout" / "dog" / "new.png")  # added
+    import evaluators.data as data
+
+    read: list[str] = []
+    inspect = data._inspect
+    monkeypatch.setattr(data, "_inspect", lambda path, rel: (read.append(rel), inspect(path, rel))[1])
+    second = load_manifest(root, index)
+    assert sorted(read) == sorted([files[1], "heldout/dog/new.png"])  # unchanged files cost only a stat
+    assert second.digest != first.digest and files[0] not in second.split("heldout").files
+    assert second.split("heldout").files[files[1]].width == 8
+    stored = read_manifest(root, index)
+    assert stored is not None and stored.digest == second.digest
+    assert load_manifest(root, index).digest == second.digest  # stable when nothing changes

@@ -1,0 +1,54 @@
+"""Peak resident memory per stage of an evaluation (``peak_rss_mb_<stage>`` metrics).
+
+On Linux the kernel keeps the process's high-water mark (``VmHWM``) and lets a process reset it (writing ``5`` to
+``/proc/self/clear_refs``), so each stage's peak is exact and costs two small file operations. Elsewhere the peak is
+the process's lifetime maximum (``ru_maxrss``), an upper bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR = Path("/proc/self/clear_refs")
+
+
+def _hwm_mb() -> float:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def _reset() -> None:
+    with contextlib.suppress(OSError):
+        _CLEAR.write_text("5")
+
+
+class StagePeaks:
+    """``with peaks.stage("export"): ...`` records the peak RSS (MiB) reached inside the block."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        _reset()
+        try:
+            yield
+        finally:
+            self.peaks[name] = max(self.peaks.get(name, 0.0), _hwm_mb())
+
+    def to_metrics(self) -> dict[str, float]:
+        out = {f"peak_rss_mb_{k}": v for k, v in self.peaks.items()}
+        if self.peaks:
+            out["peak_rss_mb"] = max(self.peaks.values())
+        return out
