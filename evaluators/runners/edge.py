@@ -39,6 +39,19 @@ def output_nodes(model_path: Path) -> list[str]:
     return [n.name for n in model.graph.node if outputs.intersection(n.output) and n.name]
 
 
+def merge_every(batches: int, wanted: int) -> int | None:
+    """How many batches of intermediate outputs onnxruntime holds before it merges their ranges.
+
+    onnxruntime's MinMax calibrator (1.32) raises "No data is collected" when the number of batches is a multiple of
+    this count (it clears the last group before computing), so a count that leaves a remainder is chosen; None (merge
+    once at the end) when all batches fit in one group.
+    """
+    k = max(2, wanted)
+    while k < batches and batches % k == 0:
+        k += 1
+    return None if k >= batches else k
+
+
 @dataclass
 class OnnxEdgeInt8Runner(OnnxCpuRunner):
     threads: int = 1
@@ -64,17 +77,20 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
         out = work_dir / "model.int8.onnx"
         quant_pre_process(str(inline), str(pre), skip_symbolic_shape=True)
         inline.unlink(missing_ok=True)
+        batch = self._calibration_batch(pre)
         quantize_static(
             str(pre),
             str(out),
-            _Calibration(calibration, self._calibration_batch(pre)),
+            _Calibration(calibration, batch),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=self.per_channel,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=output_nodes(pre),
-            extra_options={"CalibMaxIntermediateOutputs": self.calibration_merge_every},
+            extra_options={
+                "CalibMaxIntermediateOutputs": merge_every(-(-len(calibration) // batch), self.calibration_merge_every)
+            },
         )
         pre.unlink(missing_ok=True)
         return out

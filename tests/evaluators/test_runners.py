@@ -198,3 +198,14 @@ def test_fingerprint_versions_match_the_imported_packages_without_importing_them
 
     expected = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "timm": timm.__version__}
     assert software_versions() == expected  # torch's build label (+cpu, +cu130) included
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 16])
+def test_edge_calibration_streams_any_number_of_batches(model_and_onnx, tmp_path: Path, n: int) -> None:
+    """onnxruntime's range merging must never see a batch count it cannot finish on ("No data is collected")."""
+    from evaluators.runners.edge import OnnxEdgeInt8Runner
+
+    _, art, x = model_and_onnx
+    r = OnnxEdgeInt8Runner(calibration_batch=1)
+    int8 = r.prepare(art.path, tmp_path, ArrayCalibration(x[:n]))
+    assert np.isfinite(r.predict(r.load(int8), x[:2])).all()
