@@ -16,9 +16,9 @@ run with the stage and reason and fails its task at once (no retry); transient f
 with back-off; the other variants carry on.
 
 **Params:** `profile` (demo, smoke, full), `models` (overrides the profile), `dataset_dir` (ImageFolder root with
-train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, timm-hub, scratch, file:<uri>),
-`discover` (`scheduled`: on cron runs, also plan up to `discover_limit` catalog variants of the same families and new
-timm pretrained tags not yet measured; `always`; `never`), `cold_start` (with the profile's list:
+train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, transfer, timm-hub, scratch,
+file:<uri>), `discover` (`scheduled`: on cron runs, also plan up to `discover_limit` catalog variants of the same
+families and new timm pretrained tags not yet measured; `always`; `never`), `cold_start` (with the profile's list:
 first measure the selection guide's shortlist for every team that nothing measured satisfies yet).
 """
 
@@ -69,7 +69,9 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
         "models": Param([], type="array", description="catalog names; overrides the profile's list when non-empty"),
         "dataset_dir": Param("", type="string", description="ImageFolder root; empty = the bundled digits"),
         "runners": Param(["cpu", "edge"], type="array", description=f"of {sorted(RUNNERS)}"),
-        "weights": Param("finetune", type="string", description="finetune | timm-hub | scratch | file:<uri>"),
+        "weights": Param(
+            "finetune", type="string", description="finetune | transfer | timm-hub | scratch | file:<uri>"
+        ),
         "discover": Param(
             "scheduled",
             enum=["scheduled", "always", "never"],
