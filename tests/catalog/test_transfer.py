@@ -117,6 +117,7 @@ def test_pretrained_backbone_from_the_hub_cache_beats_scratch_with_the_same_reci
     )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
+    print("transfer vs scratch top-1:", got["pretrained"]["top1"], got["scratch"]["top1"])
     chance = 1 / len(TARGET)
     assert got["pretrained"]["top1"] >= got["scratch"]["top1"] + 0.06, got
     assert got["pretrained"]["top1"] > chance + 0.05, got
