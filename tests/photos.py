@@ -142,6 +142,16 @@ def dumps(obj: object) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
+def timm_transform(name: str):
+    """timm's eval transform for the tag, as ``validate.py`` builds it (test size preferred)."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    return create_transform(
+        **resolve_data_config({}, pretrained_cfg=timm.get_pretrained_cfg(name).to_dict(), use_test_size=True)
+    )
+
+
 def timm_reference(name: str, checkpoint: Path, images: dict[str, Image.Image]) -> dict[str, list[float]]:
     """timm's own eval pipeline on the checkpoint: ``resolve_data_config`` (test size), ``create_transform``, torch."""
     import timm

@@ -106,3 +106,38 @@ def test_user_imagefolder_with_a_broken_image(tmp_path: Path, digits_root: Path)
     second = json.loads(again.stdout.strip().splitlines()[-1])
     assert second["dataset"]["digest"] != payload["dataset"]["digest"] and second["dataset"]["quarantined"] == {}
     assert [r["status"] for r in second["results"]] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_a_model_killed_for_memory_fails_alone_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """The kernel's OOM killer sends SIGKILL: done here to the first model's process, as the kernel would."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {**os.environ, "CNNSELECT_HOME": str(tmp_path), "COLUMNS": "200"}
+    args = ["evaluate", "--profile", "smoke", "--models", "test_resnet.r160_in1k,test_efficientnet.r160_in1k"]
+    cli = subprocess.Popen(
+        [CLI, *args, "--runners", "cpu", "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and cli.poll() is None:
+        for child in psutil.Process(cli.pid).children(recursive=True):
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.send_signal(signal.SIGKILL)
+                    killed = child.pid
+                    break
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)
+    stdout, stderr = cli.communicate(timeout=600)
+    assert killed is not None, "the model never ran in a process of its own"
+    assert cli.returncode == 0, stderr.decode()[-3000:]
+    results = {r["variant"]: r for r in json.loads(stdout.decode().strip().splitlines()[-1])["results"]}
+    first, second = results["test_resnet.r160_in1k"], results["test_efficientnet.r160_in1k"]
+    assert first["status"] == "failed" and first["stage"] == "memory" and first["run_id"]
+    assert "killed by SIGKILL" in first["error"] and "out-of-memory" in first["error"]
+    assert second["status"] == "ok"  # the next model ran

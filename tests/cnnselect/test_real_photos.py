@@ -161,6 +161,22 @@ def test_readme_evaluate_with_hub_weights_on_real_photos(photos, hub, tmp_path: 
     assert int8["top1_tied"] == 0  # the INT8 artifact's classifier is FP32: no answer rests on a tie rule
     assert int8["top1"] >= 0.9 and int8["top1_drop_vs_fp32"] == pytest.approx(1.0 - int8["top1"])
     assert int8["peak_rss_mb"] > 0 and int8["peak_rss_mb_prepare_edge"] > 0
+    # production code: the answer applies the measured preprocessing and runs the measured artifact
+    from registry.client import Registry
+    from registry.constraints import Constraints
+    from tests.photos import timm_transform
+
+    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    answer = Registry(tracking_uri=uri).get_best(Constraints(target="cpu", dataset="photos"))
+    rels = ["heldout/n04266014/IMG_0001.JPG", "heldout/n02123045/transparent.png", "heldout/n04548280/gray16.png"]
+    batch = answer.preprocess([root / r for r in rels])
+    tf = timm_transform(name)
+    for row, rel in zip(batch, rels, strict=True):
+        np.testing.assert_allclose(row, tf(expected[rel]).numpy(), atol=1e-6)
+    logits = answer.load().run(None, {"input": batch})[0]
+    from timm.data import ImageNetInfo
+
+    assert [ImageNetInfo().label_names()[i] for i in logits.argmax(1)] == [r.split("/")[1] for r in rels]
 
 
 def test_hub_weights_on_classes_that_are_not_imagenet_are_refused(digits_root: Path) -> None:
