@@ -39,7 +39,14 @@ class NoFeasibleModelError(RegistryError):
 
 
 class InvalidTeamError(RegistryError, ValueError):
-    """A team file that does not validate; the message names the file, the key and what would have been valid."""
+    """A team file that does not validate; the message names the file, the key and what would have been valid.
+
+    ``path`` is the file (None for an error about several files, which lists each of them).
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnknownTeamError(RegistryError, KeyError):
