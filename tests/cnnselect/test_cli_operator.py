@@ -116,3 +116,12 @@ def test_unknown_dataset_names_the_measured_ones(measured_home: Path) -> None:
     board = run("leaderboard", "--dataset", "hidden_Gatepass", home=measured_home, columns=80)
     assert board.returncode == 1
     assert "Datasets with measurements: digits" in " ".join(board.stdout.split())
+
+
+def test_an_unknown_model_is_reported_once_with_the_closest_names(tmp_path: Path) -> None:
+    out = run("evaluate", "--profile", "smoke", "--models", "efficientnet_b9", "--runners", "cpu,edge", home=tmp_path)
+    assert out.returncode == 1
+    said = out.stdout + out.stderr
+    assert said.count("unknown catalog entry 'efficientnet_b9'") == 1, said
+    assert "efficientnet_b9 on cpu, edge: failed" in said
+    assert "Did you mean 'efficientnet_b4.ra2_in1k'" in said and "convnext_base" not in said
