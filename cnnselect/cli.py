@@ -134,6 +134,7 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
         "max_gmacs",
         "min_top1",
         "objective",
+        "threads",
     )
     k = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.families:
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("max-latency-ms", "max-params-m", "max-size-mb", "max-gmacs", "min-top1"):
         b.add_argument(f"--{flag}", type=float)
     b.add_argument("--latency-percentile", type=int, choices=(50, 90, 95, 99))
+    b.add_argument("--threads", type=int, help="intra-op threads the measurement ran with (default: any)")
     b.add_argument("--families")
     b.add_argument("--objective", choices=("top1", "latency", "size"))
     b.add_argument("--json", action="store_true")

@@ -191,7 +191,7 @@ class Registry:
             return cached  # warm path: same load, same constraints, same answer (its artifact checked again)
         pool = snap.ranked_pool(key, k)  # built once per snapshot; a delta refresh carries it over
         if not pool.candidates:
-            raise no_candidates(k)
+            raise no_candidates(k, snap.candidates)
         missing: list[Candidate] = []
         for verdict in pool.feasible():  # best first, judged one by one: a handful, not the whole pool
             if self.artifact_ok(verdict.candidate, snap.verified):

@@ -328,9 +328,10 @@ class RankedPool:
 
 def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, list[Verdict]]:
     """The best feasible candidate for ``k`` among those measured on its target, and every verdict."""
+    candidates = list(candidates)
     pool = at_operating_point(candidates, k)
     if not pool:
-        raise no_candidates(k)
+        raise no_candidates(k, candidates)
     verdicts = [judge(c, k) for c in pool]
     feasible = rank([v for v in verdicts if v.label == "feasible"], k)
     if not feasible:
@@ -338,13 +339,26 @@ def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, li
     return feasible[0], verdicts
 
 
-def no_candidates(k: Constraints) -> NoCandidatesError:
-    return NoCandidatesError(
+def no_candidates(k: Constraints, measured: Iterable[Candidate] = ()) -> NoCandidatesError:
+    """Nothing at ``k``'s operating point; with ``measured`` (the dataset's candidates), which threads there were."""
+    text = (
         f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
         f"precision {k.effective_precision}"
         + (f", threads {k.threads}" if k.threads else "")
         + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
     )
+    if k.threads is not None:
+        any_threads = k.model_copy(update={"threads": None})
+        found = sorted({c.threads for c in measured if at_point(c, any_threads)})
+        if found:
+            text += f"; measured there with threads {', '.join(found)} only"
+            if "all" in found:
+                import os
+
+                cores = os.cpu_count()
+                text += f" ('all': the runner's default, every core of the measuring host; this one has {cores})"
+            text += f". Drop threads to use them, or measure with the runner's threads set to {k.threads}"
+    return NoCandidatesError(text)
 
 
 def no_feasible(verdicts: list[Verdict], k: Constraints, unavailable: Iterable[Candidate] = ()) -> NoFeasibleModelError:

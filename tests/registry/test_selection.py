@@ -61,6 +61,14 @@ def test_best_by_objective_and_only_on_target() -> None:
         select(pool[:2], Constraints(target="edge"))
 
 
+def test_threads_nobody_measured_at_says_which_were() -> None:
+    pool = [cand("a"), cand("b", 2)]  # threads "all": the runner's default
+    with pytest.raises(NoCandidatesError, match=r"threads 2; measured there with threads all only \('all' is"):
+        select(pool, Constraints(threads=2))
+    with pytest.raises(NoCandidatesError, match=r"precision int8$"):
+        select(pool, Constraints(target="edge"))  # nothing on the runner: no threads to name
+
+
 def test_infeasible_error_names_constraint_and_margin() -> None:
     pool = [cand("a", params_m=12.0), cand("b", 2, params_m=30.0, top1=0.5, top1_ci_low=0.4)]
     with pytest.raises(NoFeasibleModelError, match=r"max_params_m: params_m=12 fails 10 \(margin -20.0%\)") as err:
