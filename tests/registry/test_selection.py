@@ -63,7 +63,8 @@ def test_best_by_objective_and_only_on_target() -> None:
 
 def test_threads_nobody_measured_at_says_which_were() -> None:
     pool = [cand("a"), cand("b", 2)]  # threads "all": the runner's default
-    with pytest.raises(NoCandidatesError, match=r"threads 2; measured there with threads all only \('all' is"):
+    why = r"threads 2; measured there with threads all only \('all': the runner's default, every core of the measuring"
+    with pytest.raises(NoCandidatesError, match=why + r" host; this one has \d+\)\. Drop threads to use them"):
         select(pool, Constraints(threads=2))
     with pytest.raises(NoCandidatesError, match=r"precision int8$"):
         select(pool, Constraints(target="edge"))  # nothing on the runner: no threads to name
