@@ -108,6 +108,13 @@ def verdict_table(title: str, verdicts: list[dict[str, Any]], width: int) -> Tab
     split = width - table_width([model_w, label_w, 0]) >= 50  # a verdict column only where the checks keep 50
     why_w = width - (table_width([model_w, label_w, 0]) if split else table_width([model_w, 0]))
     table = Table(title=Text(title), title_justify="left", show_lines=True)
+    if why_w < 40:  # long names on a narrow terminal: each name on a line of its own, its checks below at full width
+        table.add_column("model, verdict: why", overflow="fold")
+        for name, v in zip(names, verdicts, strict=True):
+            lines = [f"  {line}" for check in v["checks"] for line in wrap(check, width - table_width([0]) - 2)]
+            style = "bold green" if v["label"] == "chosen" else ""
+            table.add_row(Text.assemble((name, "bold"), " ", (v["label"], style), "\n", "\n".join(lines)))
+        return table
     table.add_column("model" if split else "model / verdict", width=model_w, no_wrap=True, overflow="fold")
     if split:
         table.add_column("verdict", no_wrap=True)

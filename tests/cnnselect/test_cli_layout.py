@@ -45,6 +45,9 @@ def test_best_at_80_columns_names_the_bound_and_keeps_names_whole(long_names_hom
     for kept in ("(margin -89.0%)", "(margin -26.0%)", "≥ 0.78", "≤ 3.15"):
         assert any(kept in line for line in _lines(text)), kept  # a figure is never broken across lines
     assert "chosen" in text and "infeasible" in text and "marginal" in text
+    # names too long for a column of their own beside the checks: each name on its line, the checks at full width
+    assert any("latency_p95_ms ≤ 9.45 (95% upper bound; point 9) fails 5" in line for line in _lines(text))
+    assert any(line.strip("│ ").startswith(f"{LONG_NAMES['mid']} v2 chosen") for line in _lines(text))
     payload = json.loads(
         run("best", "--min-top1", "0.8", "--max-latency-ms", "5", "--json", home=long_names_home).stdout
     )
