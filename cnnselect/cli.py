@@ -29,6 +29,7 @@ from cnnselect.console import (
     console,
     err_console,
 )
+from cnnselect.hints import dataset_hint, usage_message
 from cnnselect.views import answer_view, esc, fmt, leaderboard_tables
 
 
@@ -160,7 +161,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     Settings().require_store()
     a = jobs.answer(constraints)
     if a.get("error") == "NoCandidatesError":
-        hint, known = _dataset_hint(a["constraints"]["dataset"])
+        hint, known = dataset_hint(a["constraints"]["dataset"])
         if hint:
             a.update(message=f"{a['message']}. {hint}", datasets=known)
     if args.json:
@@ -175,7 +176,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     rows = jobs.leaderboard(args.dataset)
     if not rows:
-        hint, known = _dataset_hint(args.dataset)
+        hint, known = dataset_hint(args.dataset)
         msg = hint or f"nothing measured for dataset {args.dataset!r}"
         if args.json:
             print(json.dumps({"error": "NothingMeasured", "message": msg, "datasets": known}))
@@ -199,30 +200,6 @@ def cmd_add_cards(args: argparse.Namespace) -> int:
     else:
         console.print(f"{n} card(s) written on {esc(args.dataset)}'s versions")
     return EXIT_OK
-
-
-def _dataset_hint(dataset: str) -> tuple[str, list[str]]:
-    """When nothing at all is measured for ``dataset``: a sentence naming the closest measured datasets, and them."""
-    import difflib
-
-    known = _measured_datasets()
-    if dataset in known:
-        return "", known
-    lower = {k.lower(): k for k in known}
-    close = [lower[c] for c in difflib.get_close_matches(dataset.lower(), list(lower), n=3, cutoff=0.5)]
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    listed = ", ".join(known) or "(none)"
-    return f"Nothing at all is measured for dataset {dataset!r}.{hint} Datasets with measurements: {listed}", known
-
-
-def _measured_datasets() -> list[str]:
-    from mlflow import MlflowClient
-
-    from registry.settings import Settings
-
-    client = MlflowClient(Settings().resolved_tracking_uri)
-    found = client.search_experiments(filter_string="name LIKE 'cnnselect/%'")
-    return sorted(e.name.split("/", 1)[1] for e in found if e.name.count("/") == 1 and "promotions" not in e.name)
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -384,25 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     except (TrackingUnavailableError, TrackingStoreBusyError) as exc:  # after bounded retries
         return _fail(args, type(exc).__name__, str(exc), EXIT_STORE)
     except usage as exc:
-        return _fail(args, type(exc).__name__, _usage_message(exc), EXIT_USAGE)
+        return _fail(args, type(exc).__name__, usage_message(exc), EXIT_USAGE)
     except Exception as exc:
         if not _is_store_error(exc):
             raise
         uri = _tracking_uri()
         return _fail(args, type(exc).__name__, f"MLflow store {uri} failed: {exc}", EXIT_STORE)
-
-
-def _usage_message(exc: BaseException) -> str:
-    """A validation error as one line per wrong key (pydantic's own text adds types, URLs and its wrapping)."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        wrong = [
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        ]
-        return f"invalid {exc.title}: " + "; ".join(wrong)
-    return str(exc).strip('"')
 
 
 def _fail(args: argparse.Namespace, error: str, message: str, code: int) -> int:
