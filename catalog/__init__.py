@@ -39,7 +39,13 @@ def get_entry(name: str) -> CatalogEntry:
     derived = _derived_entry(name)
     if derived is not None:
         return derived
-    raise UnknownNameError("catalog entry", name, _ENTRIES.names(), {e.architecture: e.name for e in _ENTRIES})
+    raise UnknownNameError(
+        "catalog entry",
+        name,
+        _ENTRIES.names(),
+        {e.architecture: e.name for e in _ENTRIES},
+        listing="`cnnselect catalog list` shows them",
+    )
 
 
 def _derived_entry(name: str) -> CatalogEntry | None:

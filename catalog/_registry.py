@@ -10,15 +10,32 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
-    """A name that is not registered; the message lists close matches and the valid names."""
+LIST_UP_TO = 12  # longer lists are named in full only when no close match helps
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str], aliases: dict[str, str] | None = None) -> None:
+
+class UnknownNameError(KeyError):
+    """A name that is not registered; the message names the close matches and what is valid.
+
+    Every valid name when there are few or no close match helps; else how many there are and ``listing`` (where to
+    see them all), so one typo does not print the whole catalog.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        valid: Iterable[str],
+        aliases: dict[str, str] | None = None,
+        listing: str = "",
+    ) -> None:
         valid = sorted(valid)
         lookup = {**{v: v for v in valid}, **(aliases or {})}  # short names (e.g. timm architectures) -> valid name
         close = list(dict.fromkeys(lookup[c] for c in difflib.get_close_matches(name, list(lookup), n=3, cutoff=0.5)))
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
+        if close and len(valid) > LIST_UP_TO:
+            shown = f"{len(valid)} names" + (f" ({listing})" if listing else "")
+        else:
+            shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
         self.kind, self.name, self.valid, self.close = kind, name, valid, close
         super().__init__(f"unknown {kind} {name!r}.{hint} Available: {shown}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cnnselect import cli_data
 from cnnselect.cli_teams import cmd_promote, cmd_report, cmd_teams
@@ -30,27 +31,20 @@ from cnnselect.console import (
     console,
     err_console,
 )
+from cnnselect.hints import dataset_hint, usage_message
+from cnnselect.views import answer_view, esc, fmt, leaderboard_tables
 
 
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    return "-" if v is None else format(v, spec)
+def _print_leaderboard(rows: list[dict[str, Any]], dataset: str) -> None:
+    if not rows:
+        console.print(f"[yellow]nothing measured for dataset {esc(dataset)} yet[/]")
+    for table in leaderboard_tables(rows, dataset, console.width):
+        console.print(table)
 
 
-def _print_leaderboard(rows: list[dict[str, Any]]) -> None:
-    table = Table(title="Leaderboard (held-out digits; latency batch 1)")
-    for col in ("model", "runner", "top-1", "p95 ms", "params M", "GMACs", "size MB"):
-        table.add_column(col, justify="left" if col in ("model", "runner") else "right")
-    for r in rows:
-        table.add_row(
-            r["variant"],
-            f"{r['runner']}/{r['precision']}",
-            _fmt(r["top1"]),
-            _fmt(r["latency_p95_ms"], ".2f"),
-            _fmt(r["params_m"], ".2f"),
-            _fmt(r["gmacs"], ".4f"),
-            _fmt(r["size_mb"], ".2f"),
-        )
-    console.print(table)
+def _print_answer(a: dict[str, Any]) -> None:
+    for part in answer_view(a, console.width):
+        console.print(part)
 
 
 def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -61,7 +55,8 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
     out = err_console if getattr(args, "json", False) else console  # --json: stdout is for the JSON document only
     data = jobs.prepare_data(args.dataset)
     out.print(
-        f"dataset [bold]{data['name']}[/] at {data['root']}: {data['counts']} images, digest {data['digest'][:12]}"
+        f"dataset [bold]{esc(data['name'])}[/] at {esc(data['root'])}: {esc(data['counts'])} images, "
+        f"digest {esc(data['digest'][:12])}"
     )
     for rel, why in sorted(data["quarantined"].items()):
         out.print(f"  [yellow]quarantined[/] {escape(rel)}: {escape(why)}")
@@ -75,7 +70,7 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
     models = jobs.plan(args.profile, args.models.split(",") if args.models else None)
     sweep = args.sweep or f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     runners = args.runners.split(",")
-    out.print(f"sweep {sweep}: {len(models)} models x runners {runners}")
+    out.print(f"sweep {esc(sweep)}: {len(models)} models x runners {esc(', '.join(runners))}")
     results: list[dict[str, Any]] = []
     epochs = get_profile(args.profile).epochs if args.weights in ("finetune", "transfer") else 0
     with SweepProgress(err_console, len(models), len(runners), epochs) as bars:
@@ -86,15 +81,25 @@ def _run_sweep(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str,
                 variant, args.profile, data["root"], runners, sweep, args.weights, progress=progress
             )
             bars.done()
-            for o in outs:
+            took = f"({time.perf_counter() - t0:.0f}s)"
+            for (status, error), on in _outcome_groups(variant, outs).items():
                 mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped (already measured)[/]"}.get(
-                    o["status"], "[red]failed[/]"
+                    status, "[red]failed[/]"
                 )
-                out.print(f"[{i}/{len(models)}] {variant} on {o['runner']}: {mark} ({time.perf_counter() - t0:.0f}s)")
-                if o["status"] == "failed":
-                    out.print(f"    [red]{o['error']}[/]")
+                out.print(f"[{i}/{len(models)}] {esc(variant)} on {esc(', '.join(on))}: {mark} {took}")
+                if error:
+                    out.print(f"    [red]{esc(error)}[/]")
             results.extend(outs)
     return data, results
+
+
+def _outcome_groups(variant: str, outs: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """Runners of one model by (status, error): a failure every runner shares (an unknown name) is said once."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for o in outs:
+        error = (o.get("error") or "").replace(f"{variant} on {o['runner']} ", f"{variant} ", 1)
+        groups.setdefault((o["status"], error if o["status"] == "failed" else ""), []).append(o["runner"])
+    return groups
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -104,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"dataset": data, "results": results}, default=str))
     else:
-        _print_leaderboard(jobs.leaderboard(data["name"]))
+        _print_leaderboard(jobs.leaderboard(data["name"]), data["name"])
     return EXIT_OK if any(r["status"] in ("ok", "skipped") for r in results) else EXIT_NOTHING
 
 
@@ -114,23 +119,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     data, results = _run_sweep(args)
-    _print_leaderboard(jobs.leaderboard(data["name"]))
+    _print_leaderboard(jobs.leaderboard(data["name"]), data["name"])
     for label, k in jobs.EXAMPLES.items():
         a = jobs.answer({**k, "dataset": data["name"]})
-        console.rule(f"registry.get_best({label}: {k})")
-        if "error" in a:
-            console.print(f"[yellow]{a['error']}[/]: {a['message']}")
-        else:
-            console.print(f"[bold green]{a['variant']}[/] {a['uri']}\n{a['explanation']}")
+        console.rule(esc(f"registry.get_best({label})"))
+        _print_answer(a)
     s = Settings()
     console.rule("next")
     console.print(
         f"main job took {time.perf_counter() - t0:.0f}s; {sum(r['status'] == 'ok' for r in results)} runs logged"
     )
-    console.print(f"MLflow store: {s.resolved_tracking_uri}")
+    console.print(f"MLflow store: {esc(s.resolved_tracking_uri)}")
     if s.is_local_store:
         console.print(
-            f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {s.resolved_tracking_uri} --port 5000"
+            f"open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {esc(s.resolved_tracking_uri)} --port 5000"
         )
     return EXIT_OK if any(r["status"] in ("ok", "skipped") for r in results) else EXIT_NOTHING
 
@@ -146,6 +148,7 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
         "max_gmacs",
         "min_top1",
         "objective",
+        "threads",
     )
     k = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.families:
@@ -155,6 +158,8 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_best(args: argparse.Namespace) -> int:
     from cnnselect import jobs
+    from registry.constraints import Constraints
+    from registry.settings import Settings
 
     if args.team:
         from registry.teams import load_team
@@ -165,13 +170,17 @@ def cmd_best(args: argparse.Namespace) -> int:
         constraints = load_team(args.team, args.teams_dir).constraints.model_dump(exclude_none=True)
     else:
         constraints = _constraints_from(args)
+    Constraints(**constraints)  # a wrong flag is a usage error, on a fresh home too
+    Settings().require_store()
     a = jobs.answer(constraints)
+    if a.get("error") == "NoCandidatesError":
+        hint, known = dataset_hint(a["constraints"]["dataset"])
+        if hint:
+            a.update(message=f"{a['message']}. {hint}", datasets=known)
     if args.json:
         print(json.dumps(a, default=str))
-    elif "error" in a:
-        console.print(f"[red]{a['error']}[/]: {a['message']}")
     else:
-        console.print(f"[bold green]{a['variant']}[/] {a['uri']}\n{a['explanation']}")
+        _print_answer(a)
     return EXIT_INFEASIBLE if "error" in a else EXIT_OK
 
 
@@ -180,17 +189,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     rows = jobs.leaderboard(args.dataset)
     if not rows:
-        known = _measured_datasets()
-        msg = f"nothing measured for dataset {args.dataset!r}; datasets with measurements: {', '.join(known) or '-'}"
+        hint, known = dataset_hint(args.dataset)
+        msg = hint or f"nothing measured for dataset {args.dataset!r}"
         if args.json:
             print(json.dumps({"error": "NothingMeasured", "message": msg, "datasets": known}))
         else:
-            console.print(f"[yellow]{msg}[/]")
+            console.print(f"[yellow]{esc(msg)}[/]")
         return EXIT_NOTHING
     if args.json:
         print(json.dumps(rows))
     else:
-        _print_leaderboard(rows)
+        _print_leaderboard(rows, args.dataset)
     return EXIT_OK
 
 
@@ -202,18 +211,8 @@ def cmd_add_cards(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"dataset": args.dataset, "cards_written": n}))
     else:
-        console.print(f"{n} card(s) written on {args.dataset}'s versions")
+        console.print(f"{n} card(s) written on {esc(args.dataset)}'s versions")
     return EXIT_OK
-
-
-def _measured_datasets() -> list[str]:
-    from mlflow import MlflowClient
-
-    from registry.settings import Settings
-
-    client = MlflowClient(Settings().resolved_tracking_uri)
-    found = client.search_experiments(filter_string="name LIKE 'cnnselect/%'")
-    return sorted(e.name.split("/", 1)[1] for e in found if e.name.count("/") == 1 and "promotions" not in e.name)
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -241,15 +240,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         table.add_column(col)
     for e in entries:
         p = e.published
-        table.add_row(
+        cells = [
             e.name,
             e.family.value,
             str(e.input_size),
-            _fmt(p and p.params_m, ".2f"),
-            _fmt(p and p.gmacs, ".2f"),
-            _fmt(p and p.top1, ".2f"),
+            fmt(p and p.params_m, ".2f"),
+            fmt(p and p.gmacs, ".2f"),
+            fmt(p and p.top1, ".2f"),
             ",".join(sorted(d.value for d in e.deployments)),
-        )
+        ]
+        table.add_row(*(Text(c) for c in cells))
     console.print(table)
     return EXIT_OK
 
@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("max-latency-ms", "max-params-m", "max-size-mb", "max-gmacs", "min-top1"):
         b.add_argument(f"--{flag}", type=float)
     b.add_argument("--latency-percentile", type=int, choices=(50, 90, 95, 99))
+    b.add_argument("--threads", type=int, help="intra-op threads the measurement ran with (default: any)")
     b.add_argument("--families")
     b.add_argument("--objective", choices=("top1", "latency", "size"))
     b.add_argument("--json", action="store_true")
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+READS_THE_STORE = ("leaderboard", "add-cards", "report", "promote")  # and best, once its flags validate
 COMMANDS = {
     "demo": cmd_demo,
     "evaluate": cmd_evaluate,
@@ -348,23 +350,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("mlflow", "alembic", "onnxruntime", "torch", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not args.verbose:  # the sweep prints each failure itself, once; the pipeline's log of it would repeat it
+        logging.getLogger("cnnselect.pipeline").setLevel(logging.CRITICAL)
     from pydantic import ValidationError
 
     from catalog import UnknownNameError
-    from registry.errors import InvalidNameError, NoCandidatesError, NoFeasibleModelError, RegistryError
+    from registry.errors import (
+        InvalidNameError,
+        NoCandidatesError,
+        NoFeasibleModelError,
+        NothingMeasuredError,
+        RegistryError,
+    )
     from registry.retry import TrackingStoreBusyError, TrackingUnavailableError
+    from registry.settings import Settings
 
     usage = (ValidationError, UnknownNameError, InvalidNameError, ValueError, KeyError, RegistryError)
     try:
+        if args.command in READS_THE_STORE:
+            Settings().require_store()  # a fresh home: say what to run, and leave no empty mlflow.db behind
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return _fail(args, "Interrupted", "interrupted", EXIT_INTERRUPTED)
+    except NothingMeasuredError as exc:
+        return _fail(args, type(exc).__name__, str(exc), EXIT_NOTHING)
     except (NoCandidatesError, NoFeasibleModelError) as exc:
         return _fail(args, type(exc).__name__, str(exc), EXIT_INFEASIBLE)
     except (TrackingUnavailableError, TrackingStoreBusyError) as exc:  # after bounded retries
         return _fail(args, type(exc).__name__, str(exc), EXIT_STORE)
     except usage as exc:
-        return _fail(args, type(exc).__name__, str(exc).strip('"'), EXIT_USAGE)
+        return _fail(args, type(exc).__name__, usage_message(exc), EXIT_USAGE)
     except Exception as exc:
         if not _is_store_error(exc):
             raise
@@ -377,7 +392,7 @@ def _fail(args: argparse.Namespace, error: str, message: str, code: int) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": error, "message": message, "exit_code": code}))
     else:
-        console.print(f"[red]error:[/] {message}", highlight=False)
+        console.print(f"[red]error:[/] {esc(message)}", highlight=False)
     return code
 
 

@@ -338,13 +338,15 @@ def answer(constraints: dict[str, Any], settings: Settings | None = None) -> dic
     """``get_best`` as a JSON-able dict: the winner, or the error with the nearest misses."""
     from registry.client import Registry
     from registry.constraints import Constraints
-    from registry.errors import RegistryError
+    from registry.errors import NoFeasibleModelError, RegistryError
 
     k = Constraints(**constraints)
     try:
         a = Registry(settings=settings or Settings()).get_best(k)
     except RegistryError as exc:
-        return {"constraints": k.model_dump(), "error": type(exc).__name__, "message": str(exc)}
+        near = [verdict_dict(v) for v in exc.nearest] if isinstance(exc, NoFeasibleModelError) else []
+        return {"constraints": k.model_dump(), "error": type(exc).__name__, "message": str(exc), "nearest": near}
+    chosen, *rest = a.explained()
     return {
         "constraints": k.model_dump(),
         "variant": a.candidate.variant,
@@ -354,6 +356,23 @@ def answer(constraints: dict[str, Any], settings: Settings | None = None) -> dic
             for m in ("top1", "top1_ci_low", k.latency_metric, f"{k.latency_metric[:-3]}_ub_ms", "params_m", "size_mb")
         },
         "explanation": a.explain(),
+        "verdicts": [verdict_dict(chosen, chosen=True), *(verdict_dict(v) for v in rest)],
+    }
+
+
+def verdict_dict(v: Any, chosen: bool = False) -> dict[str, Any]:
+    """One judged candidate as JSON; ``label`` is ``chosen`` for the answer.
+
+    ``checks`` are the clauses that decided it: every check of a feasible one, the failed ones otherwise.
+    """
+    c = v.candidate
+    checks = v.checks if v.label == "feasible" else v.failed or v.checks
+    return {
+        "variant": c.variant,
+        "version": c.version,
+        "uri": c.uri,
+        "label": "chosen" if chosen else v.label,
+        "checks": [ch.describe() for ch in checks],
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 RUNNER_STEPS = ("prepare", "accuracy", "latency", "log")
@@ -48,14 +49,15 @@ class SweepProgress:
         """A ``progress(msg)`` callback for one model: every message is one step forward, its text the label."""
         if self.current is not None:
             self.bars.remove_task(self.current)
+        variant = escape(variant)  # the bar's description is read as markup: a computed string must stay text
         task = self.bars.add_task(f"[{i}/{n}] {variant}", total=self.total)
         self.current = task
 
         def progress(msg: str) -> None:
             if msg.startswith("already measured"):
-                self.bars.update(task, completed=self.total, description=f"[{i}/{n}] {variant}: {msg}")
+                self.bars.update(task, completed=self.total, description=f"[{i}/{n}] {variant}: {escape(msg)}")
                 return
-            self.bars.update(task, advance=1, description=f"[{i}/{n}] {variant}: {msg}")
+            self.bars.update(task, advance=1, description=f"[{i}/{n}] {variant}: {escape(msg)}")
 
         return progress
 
@@ -66,4 +68,4 @@ class SweepProgress:
 
     def log(self, text: str) -> None:
         """A line above the bars (a finished model's outcome)."""
-        self.bars.console.print(text)
+        self.bars.console.print(escape(text))

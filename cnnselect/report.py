@@ -86,11 +86,13 @@ class Report:
     html: Path
     teams: list[TeamSection]
     views: list[RunnerView]
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of each team file left out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "html": str(self.html),
             "teams": [t.to_dict() for t in self.teams],
+            "invalid_team_files": [{"file": f, "message": why} for f, why in self.invalid],
             "views": [
                 {"dataset": v.dataset, "runner": v.runner, "frontier": v.frontier, "plot": str(v.plot)}
                 for v in self.views
@@ -137,8 +139,12 @@ def build(
     out_dir: Path,
     datasets: Sequence[str] = (),
     promoted: dict[str, str | None] | None = None,
+    invalid: Sequence[tuple[str, str]] = (),
 ) -> Report:
-    """Judge every team, draw every picture, write ``out_dir/index.html``; reads the store once per dataset."""
+    """Judge every team, draw every picture, write ``out_dir/index.html``; reads the store once per dataset.
+
+    ``invalid``: (file, why) of each team file that did not validate; the page lists them above the teams.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = list(dict.fromkeys([*datasets, *(k.dataset for _, k in teams)]))
     pool: dict[str, list[Candidate]] = {d: registry.candidates(d) for d in wanted}
@@ -162,8 +168,8 @@ def build(
             plot = plot_tradeoffs(pts, f"{d} on {runner}: top-1 against cost", out_dir / f"{d}-{runner}.png")
             views.append(RunnerView(d, runner, cands, frontier_names(pts), plot))
     page = out_dir / "index.html"
-    page.write_text(render(sections, views, wanted), encoding="utf-8")
-    return Report(page, sections, views)
+    page.write_text(render(sections, views, wanted, invalid), encoding="utf-8")
+    return Report(page, sections, views, list(invalid))
 
 
 def _img(path: Path | None) -> str:
@@ -240,7 +246,12 @@ def _team_html(s: TeamSection) -> str:
     return "\n".join(parts)
 
 
-def render(sections: Sequence[TeamSection], views: Sequence[RunnerView], datasets: Sequence[str]) -> str:
+def render(
+    sections: Sequence[TeamSection],
+    views: Sequence[RunnerView],
+    datasets: Sequence[str],
+    invalid: Sequence[tuple[str, str]] = (),
+) -> str:
     toc = " · ".join(f'<a href="#team-{html.escape(s.name)}">{html.escape(s.name)}</a>' for s in sections)
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>cnnselect report</title>",
@@ -248,6 +259,9 @@ def render(sections: Sequence[TeamSection], views: Sequence[RunnerView], dataset
         f"<p>datasets: {html.escape(', '.join(datasets) or '-')}; teams: {toc or '-'}. Budgets are checked on "
         "confidence bounds (latency upper bound, top-1 lower bound); the plots show point estimates.</p>",
     ]
+    if invalid:
+        body.append(f"<h2>Team files left out ({len(invalid)})</h2>")
+        body += [f'<div class="none"><b>{html.escape(f)}</b>\n{html.escape(why)}</div>' for f, why in invalid]
     body += [_team_html(s) for s in sections]
     body.append("<h2>Per dataset and runner</h2>")
     for v in views:

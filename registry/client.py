@@ -68,12 +68,16 @@ class Answer:
             self._verdicts = [judge(c, self.constraints) for c in self.pool]
         return self._verdicts
 
-    def explain(self) -> str:
+    def explained(self) -> list[Verdict]:
+        """The chosen verdict, then the other feasible ones best first, then the rest: the order ``explain`` says."""
         feasible = [v for v in rank(self.verdicts, self.constraints) if v.label == "feasible"]
         others = [v for v in self.verdicts if v.label != "feasible"]
-        lines = [f"chosen: {self.verdict.describe()} ({self.uri})"]
-        lines += [f"  feasible: {v.describe()}" for v in feasible if v.candidate.version != self.candidate.version]
-        lines += [f"  {v.label}: {v.describe()}" for v in others]
+        return [self.verdict, *(v for v in feasible if v.candidate.version != self.candidate.version), *others]
+
+    def explain(self) -> str:
+        chosen, *rest = self.explained()
+        lines = [f"chosen: {chosen.describe()} ({self.uri})"]
+        lines += [f"  {v.label}: {v.describe()}" for v in rest]
         return "\n".join(lines)
 
     def load(self) -> Any:
@@ -195,7 +199,7 @@ class Registry:
             return cached  # warm path: same load, same constraints, same answer (its artifact checked again)
         pool = snap.ranked_pool(key, k)  # built once per snapshot; a delta refresh carries it over
         if not pool.candidates:
-            raise no_candidates(k)
+            raise no_candidates(k, snap.candidates)
         missing: list[Candidate] = []
         for verdict in pool.feasible():  # best first, judged one by one: a handful, not the whole pool
             if self.artifact_ok(verdict.candidate, snap.verified):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from evaluators.runners import RUNNER_NAMES
 
@@ -88,6 +88,15 @@ class Constraints(StrictModel):
     def _known_runner(cls, v: str) -> str:
         if v not in RUNNER_NAMES:
             raise ValueError(f"unknown target runner {v!r}; known runners: {', '.join(RUNNER_NAMES)}")
+        return v
+
+    @field_validator("min_top1", "max_top1_drop", mode="before")
+    @classmethod
+    def _fraction(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool) and 1 < v <= 100:
+            raise ValueError(
+                f"{info.field_name} is a fraction in [0, 1], not a percentage: got {v:g} (did you mean {v / 100:g}?)"
+            )
         return v
 
     @field_validator("task")

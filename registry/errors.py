@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from registry.selection import Verdict
 
 
@@ -14,6 +16,14 @@ class RegistryError(Exception):
 
 class InvalidNameError(RegistryError, ValueError):
     """A dataset, team or model name that is not safe to use in paths or filter strings."""
+
+
+class NothingMeasuredError(RegistryError):
+    """The store holds nothing yet: its local SQLite file does not exist (a read does not create it)."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class NoCandidatesError(RegistryError):
@@ -29,7 +39,14 @@ class NoFeasibleModelError(RegistryError):
 
 
 class InvalidTeamError(RegistryError, ValueError):
-    """A team file that does not validate; the message names the file, the key and what would have been valid."""
+    """A team file that does not validate; the message names the file, the key and what would have been valid.
+
+    ``path`` is the file (None for an error about several files, which lists each of them).
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class UnknownTeamError(RegistryError, KeyError):

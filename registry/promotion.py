@@ -34,9 +34,34 @@ class Decision:
     champion: str | None  # champion version after
     run_id: str | None = None  # the promotions run that records a move
     shortlist: tuple[str, ...] = ()  # cold start: what to measure first when nothing qualifies
+    previous_variant: str | None = None  # the model behind ``previous``, when the store still has it
+    champion_variant: str | None = None  # the model behind ``champion``
+    challenger: str | None = None  # the version get_best answers now (None when nothing qualifies)
+    challenger_variant: str | None = None
+    reasons: tuple[str, ...] = ()  # ``reason``, one clause a line, with the figures
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe(self) -> list[str]:
+        """The decision as a block of lines: team and action, champion and challenger by model and version, why."""
+
+        def who(variant: str | None, version: str | None) -> str:
+            if version is None:
+                return "none"
+            return f"{variant or '(model gone)'} v{version}"
+
+        if self.action == "promoted":
+            champ = f"{who(self.previous_variant, self.previous)} -> {who(self.champion_variant, self.champion)}"
+        else:
+            champ = who(self.champion_variant, self.champion) + (" (kept)" if self.action == "kept" else "")
+        lines = [f"{self.team}: {self.action}", f"  champion:   {champ}"]
+        lines.append(f"  challenger: {who(self.challenger_variant, self.challenger) if self.challenger else 'none'}")
+        lines.append("  why:")
+        lines += [f"    {r}" for r in self.reasons or (self.reason,)]
+        if self.shortlist:
+            lines.append(f"  measure first: {', '.join(self.shortlist)}")
+        return lines
 
 
 def _lock_key(team: str) -> int:
@@ -99,6 +124,30 @@ def beats(challenger: Candidate, champion: Candidate, team: Team) -> str | None:
     if policy.margin == 0 and k.objective in ("size", "weighted") and gain > 0:
         return f"{k.objective} better by {gain:.4g} (deterministic figure, no margin declared)"
     return None
+
+
+def _why_none(exc: NoCandidatesError | NoFeasibleModelError) -> tuple[str, ...]:
+    """Why nothing qualifies, a line each: the error, then each nearest miss and every check it fails."""
+    if not isinstance(exc, NoFeasibleModelError):
+        return (str(exc),)
+    lines = [str(exc).split(";", 1)[0] + "; the nearest misses:"]
+    for v in exc.nearest:
+        lines.append(f"{v.candidate.variant} v{v.candidate.version} ({v.label}):")
+        lines += [f"  {c.describe()}" for c in v.failed]
+    return tuple(lines)
+
+
+def _objective(c: Candidate | None, k: Any) -> str:
+    """The candidate's figure on the team's objective, with its bound when one was logged."""
+    if c is None:
+        return "-"
+    if k.objective == "top1":
+        return f"top1 {c.metric('top1'):.4g} (interval {c.metric('top1_ci_low'):.4g}-{c.metric('top1_ci_high'):.4g})"
+    if k.objective == "latency":
+        return f"{k.latency_metric} {c.metric(k.latency_metric):.4g} ms"
+    if k.objective == "size":
+        return f"size_mb {c.metric('size_mb'):.4g}"
+    return f"weighted cost {score(c, k):.4g}"
 
 
 def why_replace(champion: Candidate | None, version: str | None, best: Answer, team: Team) -> str | None:
@@ -198,22 +247,37 @@ def promote(which: Team | str, registry: Registry | None = None, *, blocking: bo
         previous = snap.aliases.get(alias)
         found = [c for c in snap.candidates if c.version == previous]
         champion = found[0] if found and reg.artifact_ok(found[0], snap.verified) else None
+        was = found[0].variant if found else None
         try:
             best = reg.get_best(k)
         except (NoCandidatesError, NoFeasibleModelError) as exc:
             shortlist = tuple(reg.recommend(k))
             why_none = f"{exc}; measure first: {', '.join(shortlist)}"
-            return Decision(team.name, "none", why_none, previous, previous, None, shortlist)
-        if best.candidate.version == previous:
-            return Decision(team.name, "kept", "champion is still the best", previous, previous)
+            lines = _why_none(exc)
+            return Decision(
+                team.name, "none", why_none, previous, previous, None, shortlist, was, was, reasons=lines
+            )  # fmt: skip
+        new, new_variant = best.candidate.version, best.candidate.variant
+        if new == previous:
+            still = (f"champion {new_variant} v{new} is still the best", *(c.describe() for c in best.verdict.checks))
+            return Decision(team.name, "kept", "champion is still the best", previous, previous, None, (), was, was,
+                            new, new_variant, still)  # fmt: skip
         reason = why_replace(champion, previous, best, team)
         if reason is None:
-            why = f"challenger v{best.candidate.version} does not beat champion v{previous} beyond noise"
-            return Decision(team.name, "kept", why, previous, previous)
-        reg.client.set_registered_model_alias(model, alias, best.candidate.version)
+            why = f"challenger v{new} does not beat champion v{previous} beyond noise"
+            noise = (
+                f"challenger {new_variant} v{new} does not beat champion {was} v{previous} beyond noise",
+                f"{k.objective}: challenger {_objective(best.candidate, k)}, champion {_objective(champion, k)}",
+                f"declared margin {team.promotion.margin:g}"
+                + (", and the confidence intervals overlap" if team.promotion.require_disjoint_intervals else ""),
+            )
+            return Decision(team.name, "kept", why, previous, previous, None, (), was, was, new, new_variant,
+                            noise)  # fmt: skip
+        reg.client.set_registered_model_alias(model, alias, new)
         run_id = _record(reg, team, best, previous, evidence(team, best, champion, reason), sweep)
         reg.invalidate(k.dataset)
-        return Decision(team.name, "promoted", reason, previous, best.candidate.version, run_id)
+        return Decision(team.name, "promoted", reason, previous, new, run_id, (), was, new_variant, new, new_variant,
+                        tuple(reason.split("; ")))  # fmt: skip
 
 
 def history(team: str, registry: Registry | None = None, dataset: str | None = None) -> list[dict[str, Any]]:

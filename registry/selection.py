@@ -15,6 +15,7 @@ from registry.constraints import Constraints
 from registry.errors import NoCandidatesError, NoFeasibleModelError
 
 Label = Literal["feasible", "marginal", "infeasible"]
+BOUND_LEVEL = 0.95  # the confidence of the bounds evaluators log (top1_ci_low, latency_p*_ub_ms)
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,23 @@ class Check:
     passed: bool  # the bound meets the limit
     point_passed: bool  # the point estimate meets the limit
     margin: float  # relative, positive = room left, negative = short by
+    text: str = ""  # a check on a category (family, precision, parity) says what it saw in words, not figures
 
     def describe(self) -> str:
+        """One clause: the figure compared, named as a bound when it is one, against the limit.
+
+        ``min_top1: top1 ≥ 0.878 (95% lower bound; point 0.907) meets 0.8 (margin +9.8%)``.
+        """
+        if self.text:
+            return f"{self.constraint}: {self.text}"
         if not math.isfinite(self.value):
             return f"{self.constraint}: {self.metric} not measured (or not finite)"
         verb = "meets" if self.passed else "fails"
-        text = f"{self.constraint}: {self.metric}={self.value:.4g} {verb} {self.limit:.4g} (margin {self.margin:+.1%})"
+        figure = f"{self.metric}={self.value:.4g}"
         if math.isfinite(self.point) and self.point != self.value:  # the budget was checked on the bound
-            text += f" [confidence bound; point estimate {self.point:.4g}]"
-        return text
+            side, sign = ("lower", "≥") if self.value < self.point else ("upper", "≤")
+            figure = f"{self.metric} {sign} {self.value:.4g} ({BOUND_LEVEL:.0%} {side} bound; point {self.point:.4g})"
+        return f"{self.constraint}: {figure} {verb} {self.limit:.4g} (margin {self.margin:+.1%})"
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,12 @@ def _check(name: str, metric: str, bound_metric: str | None, c: Candidate, limit
     return Check(name, metric, value, point, limit, ok, pok, margin)
 
 
+def _member(name: str, what: str, value: str, allowed: tuple[str, ...]) -> Check:
+    ok = value in allowed
+    said = f"{what} {value} is {'' if ok else 'not '}allowed ({', '.join(allowed)})"
+    return Check(name, what, 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0, said)
+
+
 def judge(c: Candidate, k: Constraints) -> Verdict:
     checks: list[Check] = []
     p = k.latency_percentile
@@ -114,13 +129,18 @@ def judge(c: Candidate, k: Constraints) -> Verdict:
         margin = (k.max_top1_drop - drop) if math.isfinite(drop) else -math.inf
         checks.append(Check("max_top1_drop", "top1_drop_vs_fp32", drop, drop, k.max_top1_drop, ok, ok, margin))
     if k.families is not None:
-        ok = c.family in k.families
-        checks.append(Check("families", "family", 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0))
+        checks.append(_member("families", "family", c.family, k.families))
     if k.precisions is not None:
-        ok = c.precision in k.precisions
-        checks.append(Check("precisions", "precision", 0.0, 0.0, 0.0, ok, ok, 0.0 if ok else -1.0))
+        checks.append(_member("precisions", "precision", c.precision, k.precisions))
     parity = c.metric("onnx_parity_ok")
-    checks.append(Check("onnx_parity", "onnx_parity_ok", parity, parity, 1.0, parity == 1.0, parity == 1.0, 0.0))
+    said = (
+        "the ONNX export matches the PyTorch model"
+        if parity == 1.0
+        else "not measured"
+        if not math.isfinite(parity)
+        else f"the ONNX export differs from the PyTorch model (onnx_parity_ok={parity:g})"
+    )
+    checks.append(Check("onnx_parity", "onnx_parity_ok", parity, parity, 1.0, parity == 1.0, parity == 1.0, 0.0, said))
     for needed in ("top1", k.latency_metric, "size_mb"):
         if not math.isfinite(c.metric(needed)) and all(ch.metric != needed for ch in checks):
             checks.append(Check("measured", needed, math.nan, math.nan, 0.0, False, False, -math.inf))
@@ -308,9 +328,10 @@ class RankedPool:
 
 def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, list[Verdict]]:
     """The best feasible candidate for ``k`` among those measured on its target, and every verdict."""
+    candidates = list(candidates)
     pool = at_operating_point(candidates, k)
     if not pool:
-        raise no_candidates(k)
+        raise no_candidates(k, candidates)
     verdicts = [judge(c, k) for c in pool]
     feasible = rank([v for v in verdicts if v.label == "feasible"], k)
     if not feasible:
@@ -318,13 +339,26 @@ def select(candidates: Iterable[Candidate], k: Constraints) -> tuple[Verdict, li
     return feasible[0], verdicts
 
 
-def no_candidates(k: Constraints) -> NoCandidatesError:
-    return NoCandidatesError(
+def no_candidates(k: Constraints, measured: Iterable[Candidate] = ()) -> NoCandidatesError:
+    """Nothing at ``k``'s operating point; with ``measured`` (the dataset's candidates), which threads there were."""
+    text = (
         f"nothing measured on runner {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size}, "
         f"precision {k.effective_precision}"
         + (f", threads {k.threads}" if k.threads else "")
         + (f", fingerprint {k.fingerprint}" if k.fingerprint else "")
     )
+    if k.threads is not None:
+        any_threads = k.model_copy(update={"threads": None})
+        found = sorted({c.threads for c in measured if at_point(c, any_threads)})
+        if found:
+            text += f"; measured there with threads {', '.join(found)} only"
+            if "all" in found:
+                import os
+
+                cores = os.cpu_count()
+                text += f" ('all': the runner's default, every core of the measuring host; this one has {cores})"
+            text += f". Drop threads to use them, or measure with the runner's threads set to {k.threads}"
+    return NoCandidatesError(text)
 
 
 def no_feasible(verdicts: list[Verdict], k: Constraints, unavailable: Iterable[Candidate] = ()) -> NoFeasibleModelError:

@@ -38,6 +38,34 @@ class Settings(BaseSettings):
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
+    def missing_local_store(self) -> Path | None:
+        """The SQLite file the store URI names, when it does not exist (opening it would create an empty one)."""
+        uri = self.resolved_tracking_uri
+        if not uri.startswith("sqlite:///"):
+            return None
+        path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if not path or path == ":memory:" or Path(path).exists():
+            return None
+        return Path(path)
+
+    def require_store(self) -> None:
+        """Refuse to read a local store that does not exist yet, instead of creating an empty one to read from.
+
+        Raises ``NothingMeasuredError`` saying what to run first; a server or database store is never checked here.
+        """
+        from registry.errors import NothingMeasuredError
+
+        missing = self.missing_local_store
+        if missing is not None:
+            raise NothingMeasuredError(
+                f"nothing is measured yet: there is no MLflow store at {missing} (CNNSELECT_HOME={self.home}). "
+                "Run `cnnselect demo` (the bundled digits, a few minutes on a CPU) or "
+                "`cnnselect evaluate --dataset <ImageFolder root with train/calibration/heldout>` first, or point "
+                "MLFLOW_TRACKING_URI at the store that holds the measurements.",
+                missing,
+            )
+
+    @property
     def is_local_store(self) -> bool:
         return urlparse(self.resolved_tracking_uri).scheme in ("sqlite", "file", "")
 

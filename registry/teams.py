@@ -11,6 +11,7 @@ A file holds the team's name, a description, its constraints and its promotion p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
@@ -56,21 +57,57 @@ def parse_team(path: Path) -> Team:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise InvalidTeamError(f"{path}: cannot read team file: {exc}") from exc
+        raise InvalidTeamError(f"{path}: cannot read team file: {exc}", path) from exc
     if not isinstance(data, dict):
-        raise InvalidTeamError(f"{path}: expected a mapping with name, description, constraints, promotion")
+        raise InvalidTeamError(f"{path}: expected a mapping with name, description, constraints, promotion", path)
     try:
         team = Team.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise InvalidTeamError(f"{path}: invalid team file\n" + "\n".join(lines)) from exc
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_msg(e['msg'])}" for e in exc.errors()]
+        raise InvalidTeamError(f"{path}: invalid team file\n" + "\n".join(lines), path) from exc
     if team.name != path.stem:
-        raise InvalidTeamError(f"{path}: team name {team.name!r} must match the file name {path.stem!r}")
+        raise InvalidTeamError(f"{path}: team name {team.name!r} must match the file name {path.stem!r}", path)
     return team
 
 
+def _msg(text: str) -> str:
+    return text.removeprefix("Value error, ")  # pydantic's wrapping of our own ValueError messages
+
+
+@dataclass(frozen=True)
+class TeamScan:
+    """Every team file of a folder: the teams that validate and, for each file that does not, its error."""
+
+    teams: list[Team]
+    errors: list[InvalidTeamError]
+
+    def error(self) -> InvalidTeamError | None:
+        """One error naming every bad file (each with its key and what is valid), or None when all validate."""
+        if not self.errors:
+            return None
+        total = len(self.teams) + len(self.errors)
+        head = f"{len(self.errors)} of {total} team files do not validate:"
+        return InvalidTeamError("\n".join([head, *(str(e) for e in self.errors)]))
+
+
+def scan_teams(path: str | Path | None = None) -> TeamScan:
+    """Parse every ``*.yaml`` of the folder; a bad file is reported, never a reason to skip the good ones."""
+    teams, errors = [], []
+    for file in sorted(teams_dir(path).glob("*.yaml")):
+        try:
+            teams.append(parse_team(file))
+        except InvalidTeamError as exc:
+            errors.append(exc)
+    return TeamScan(teams, errors)
+
+
 def list_teams(path: str | Path | None = None) -> list[Team]:
-    return [parse_team(p) for p in sorted(teams_dir(path).glob("*.yaml"))]
+    """Every team of the folder; ``InvalidTeamError`` lists every file that does not validate (not just the first)."""
+    scan = scan_teams(path)
+    bad = scan.error()
+    if bad is not None:
+        raise bad
+    return scan.teams
 
 
 def load_team(name: str, path: str | Path | None = None) -> Team:

@@ -59,6 +59,15 @@ def test_unknown_name_suggests_and_lists() -> None:
         get_entry("resnet81")
 
 
+def test_a_typo_names_the_close_entries_not_the_whole_catalog() -> None:
+    with pytest.raises(UnknownNameError) as err:
+        get_entry("efficientnet_b9")
+    assert "Did you mean 'efficientnet_b4.ra2_in1k'" in str(err.value) and "convnext_base" not in str(err.value)
+    assert f"Available: {len(list_entries())} names (`cnnselect catalog list` shows them)" in str(err.value)
+    with pytest.raises(UnknownNameError, match=r"unknown catalog entry 'zzqqxx'. Available: convnext_base"):
+        get_entry("zzqqxx")  # nothing close: every name
+
+
 def test_profiles() -> None:
     demo = get_profile("demo")
     assert len({get_entry(m).family for m in demo.models}) >= 4

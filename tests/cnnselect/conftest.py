@@ -23,7 +23,7 @@ TEAMS_YAML = {  # registry.teams' format: the file name is the team name
 }
 
 
-def log_measurements(home: Path, tmp: Path, dataset: str = "digits") -> None:
+def log_measurements(home: Path, tmp: Path, dataset: str = "digits", measured: list | None = None) -> None:
     import torch
 
     from catalog import get_entry
@@ -40,7 +40,7 @@ def log_measurements(home: Path, tmp: Path, dataset: str = "digits") -> None:
         y = model(torch.from_numpy(x)).numpy()
     settings = Settings(home=home)
     ds = DatasetRef(dataset, "d" * 64, str(tmp), tuple("0123456789"), "h" * 64, 450)
-    for i, (variant, runner, family, top1, p95, params, mb) in enumerate(MEASURED):
+    for i, (variant, runner, family, top1, p95, params, mb) in enumerate(measured or MEASURED):
         metrics = {
             "top1": top1,
             "top1_ci_low": top1 - 0.02,
@@ -64,6 +64,25 @@ def measured_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CNNSELECT_HOME whose store holds MEASURED on dataset ``digits``; tests only read it (or tag idempotently)."""
     home = tmp_path_factory.mktemp("measured-home")
     log_measurements(home, tmp_path_factory.mktemp("measured-onnx"))
+    return home
+
+
+# the catalog's longest names, which an 80-column terminal must still show whole
+LONG_NAMES = {
+    "fast": "mobilenetv3_small_100.lamb_in1k",
+    "mid": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "slowbad": "tf_efficientnet_lite2.in1k",
+    "big": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+    "tiny": "efficientnet_lite0.ra_in1k",
+}
+
+
+@pytest.fixture(scope="session")
+def long_names_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MEASURED again, under the catalog's longest model names."""
+    home = tmp_path_factory.mktemp("long-names-home")
+    renamed = [(LONG_NAMES[m[0]], *m[1:]) for m in MEASURED]
+    log_measurements(home, tmp_path_factory.mktemp("long-names-onnx"), measured=renamed)
     return home
 
 

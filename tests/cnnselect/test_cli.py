@@ -14,8 +14,8 @@ from tests.conftest import REPO
 CLI = str(Path(sys.executable).parent / "cnnselect")
 
 
-def run(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CNNSELECT_HOME": str(home), "COLUMNS": "200"}
+def run(*args: str, home: Path, columns: int = 200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNSELECT_HOME": str(home), "COLUMNS": str(columns)}
     return subprocess.run([CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 

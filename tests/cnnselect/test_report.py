@@ -69,8 +69,9 @@ def test_report_names_champions_feasible_sets_and_reasons(report) -> None:
         assert f"Team {t.name}" in page
     assert "models:/cnnselect-digits/5" in page and "models:/cnnselect-digits/2" in page  # the two champions
     # each rejection with its reason, as the selection module words it
-    assert "max_latency_ms: latency_p95_ms=9.45 fails 5" in page  # big on cpu for server (upper bound 9*1.05)
-    assert "min_top1: top1=0.78 fails 0.85" in page  # fast for server (lower bound .80-.02)
+    # big on cpu for server (upper bound 9*1.05), fast for server (lower bound .80-.02): each bound named as one
+    assert "max_latency_ms: latency_p95_ms ≤ 9.45 (95% upper bound; point 9) fails 5" in page
+    assert "min_top1: top1 ≥ 0.78 (95% lower bound; point 0.8) fails 0.85" in page
     assert page.count("max_params_m: params_m=") >= 4  # every cpu model for impossible
     assert page.count("data:image/png;base64,") == len(report.teams) + 2  # a picture per team and per runner
     for png in [*(t.plot for t in report.teams), *(v.plot for v in report.views)]:

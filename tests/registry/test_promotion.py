@@ -82,6 +82,24 @@ def test_cold_start_promote_idempotent_anti_flapping_stale(reg: Registry, add_ve
     }
 
 
+def test_a_decision_reads_as_a_block_naming_models_and_figures(reg: Registry, add_version, ds: str) -> None:
+    assert promote("vision", reg).describe()[:4] == [
+        "vision: none",
+        "  champion:   none",
+        "  challenger: none",
+        "  why:",
+    ]
+    v1 = add_version(ds, "a", top1=0.90, top1_ci_low=0.88, top1_ci_high=0.92)
+    lines = promote("vision", reg).describe()
+    assert lines == ["vision: promoted", f"  champion:   none -> a v{v1}", f"  challenger: a v{v1}", "  why:",
+                     "    no champion yet"]  # fmt: skip
+    v2 = add_version(ds, "b", top1=0.91, top1_ci_low=0.89, top1_ci_high=0.93)
+    kept = promote("vision", reg).describe()
+    assert kept[:3] == ["vision: kept", f"  champion:   a v{v1} (kept)", f"  challenger: b v{v2}"]
+    assert "    top1: challenger top1 0.91 (interval 0.89-0.93), champion top1 0.9 (interval 0.88-0.92)" in kept
+    assert all("None" not in line for line in kept)
+
+
 def test_infeasible_or_deleted_champion_is_replaced(reg: Registry, add_version, ds: str, tmp_path: Path) -> None:
     v1 = add_version(ds, "a", top1=0.95, top1_ci_low=0.93, top1_ci_high=0.97)
     v2 = add_version(ds, "b", top1=0.90, top1_ci_low=0.88, top1_ci_high=0.92, latency_p95_ub_ms=3.0)

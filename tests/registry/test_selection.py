@@ -44,7 +44,7 @@ def test_bounds_decide_feasible_marginal_infeasible() -> None:
     assert judge(cand("a", latency_p95_ub_ms=3.05), k).label == "feasible"
     assert judge(cand("b"), k).label == "marginal"  # point 3.0 passes, bound 3.2 does not
     explained = judge(cand("b"), k).describe()
-    assert "latency_p95_ms=3.2 fails 3.1 (margin -3.2%) [confidence bound; point estimate 3]" in explained
+    assert "latency_p95_ms ≤ 3.2 (95% upper bound; point 3) fails 3.1 (margin -3.2%)" in explained
     assert judge(cand("c", latency_p95_ms=4.0, latency_p95_ub_ms=4.5), k).label == "infeasible"
 
 
@@ -61,11 +61,30 @@ def test_best_by_objective_and_only_on_target() -> None:
         select(pool[:2], Constraints(target="edge"))
 
 
+def test_threads_nobody_measured_at_says_which_were() -> None:
+    pool = [cand("a"), cand("b", 2)]  # threads "all": the runner's default
+    why = r"threads 2; measured there with threads all only \('all': the runner's default, every core of the measuring"
+    with pytest.raises(NoCandidatesError, match=why + r" host; this one has \d+\)\. Drop threads to use them"):
+        select(pool, Constraints(threads=2))
+    with pytest.raises(NoCandidatesError, match=r"precision int8$"):
+        select(pool, Constraints(target="edge"))  # nothing on the runner: no threads to name
+
+
 def test_infeasible_error_names_constraint_and_margin() -> None:
     pool = [cand("a", params_m=12.0), cand("b", 2, params_m=30.0, top1=0.5, top1_ci_low=0.4)]
     with pytest.raises(NoFeasibleModelError, match=r"max_params_m: params_m=12 fails 10 \(margin -20.0%\)") as err:
         select(pool, Constraints(max_params_m=10, min_top1=0.8))
     assert [v.candidate.variant for v in err.value.nearest] == ["a", "b"]
+
+
+def test_bounds_and_categories_are_worded_as_what_they_are() -> None:
+    top1 = judge(cand("a", top1=0.907, top1_ci_low=0.878), Constraints(min_top1=0.8)).checks[0]
+    assert top1.describe() == "min_top1: top1 ≥ 0.878 (95% lower bound; point 0.907) meets 0.8 (margin +9.7%)"
+    k = Constraints(families=("efficientnet", "mobilenetv3"))
+    fam, parity = judge(cand("b", family="resnet", onnx_parity_ok=0.0), k).checks
+    assert fam.describe() == "families: family resnet is not allowed (efficientnet, mobilenetv3)"
+    assert "family=0" not in judge(cand("c", family="efficientnet"), k).describe()
+    assert parity.describe() == "onnx_parity: the ONNX export differs from the PyTorch model (onnx_parity_ok=0)"
 
 
 def test_missing_or_nan_metric_and_failed_parity_are_never_feasible() -> None:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from registry import InvalidNameError, InvalidTeamError, UnknownTeamError
 from registry.constraints import Constraints
 from registry.recommend import recommend
-from registry.teams import list_teams, load_team
+from registry.teams import list_teams, load_team, scan_teams
 
 
 def test_shipped_teams_validate() -> None:
@@ -46,6 +46,19 @@ def _team(tmp_path: Path, body: str, name: str = "t") -> Path:
 def test_bad_team_files_are_refused_with_what_is_valid(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(InvalidTeamError, match=message):
         load_team("t", _team(tmp_path, body))
+
+
+def test_every_bad_file_is_reported_and_the_good_ones_kept(tmp_path: Path) -> None:
+    _team(tmp_path, "name: good\nconstraints: {}\n", "good")
+    _team(tmp_path, "name: a\nconstraints: {max_latency: 5}\n", "a")
+    _team(tmp_path, "name: b\nconstraints: {min_top1: 95}\n", "b")
+    scan = scan_teams(tmp_path)
+    assert [t.name for t in scan.teams] == ["good"]
+    assert [e.path.name for e in scan.errors if e.path] == ["a.yaml", "b.yaml"]
+    with pytest.raises(
+        InvalidTeamError, match=r"(?s)2 of 3 team files do not validate:.*a\.yaml.*'max_latency_ms'.*b\.yaml.*0\.95\?"
+    ):
+        list_teams(tmp_path)
 
 
 def test_team_names_and_unknown_teams(tmp_path: Path) -> None:
