@@ -266,7 +266,7 @@ def evaluate_isolated(
     messages: Any = ctx.Queue()
     child = ctx.Process(
         target=_evaluate_child,
-        args=(messages, variant, profile, dataset_root, runners, sweep, weights, latency),
+        args=(messages, variant, profile, dataset_root, runners, sweep, weights, latency, _log_levels()),
         daemon=True,
     )
     child.start()
@@ -293,6 +293,15 @@ def evaluate_isolated(
     return [job.fail(r, err, stage="memory" if code == -9 else "process").to_dict() for r in job.pending()]
 
 
+def _log_levels() -> dict[str, int]:
+    """The levels this process set on its loggers (``""``: the root), for a child to log the same way."""
+    levels = {"": logging.getLogger().level}
+    for name, obj in logging.root.manager.loggerDict.items():
+        if isinstance(obj, logging.Logger) and obj.level != logging.NOTSET:
+            levels[name] = obj.level
+    return levels
+
+
 def _evaluate_child(
     messages: Any,
     variant: str,
@@ -302,7 +311,12 @@ def _evaluate_child(
     sweep: str,
     weights: str,
     latency: dict[str, Any] | None,
+    levels: dict[str, int],
 ) -> None:
+    logging.basicConfig(level=levels.pop("", logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    for name, level in levels.items():  # the parent's muting (noisy libraries, the CLI's own summaries)
+        logging.getLogger(name).setLevel(level)
+
     def report(msg: str) -> None:
         messages.put(("progress", msg))
 
