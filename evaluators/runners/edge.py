@@ -4,8 +4,10 @@ One intra-op thread stands in for a single edge core; ``threads`` is a runner se
 
 The classifier (the graph's last node, whose output is the logits) stays FP32 and its input is dequantized: a
 quantized output holds a handful of distinct values per row, so top-1 would be decided by how ties are broken.
-Calibration streams the split in batches and onnxruntime merges the min/max ranges every
-``calibration_merge_every`` outputs instead of keeping every intermediate tensor of every image.
+Calibration streams the split in batches (one batch of images in memory); onnxruntime's MinMax calibrator keeps only
+each tensor's per-batch minimum and maximum (ReduceMin/ReduceMax nodes added to the graph), never the tensors. Its
+``CalibMaxIntermediateOutputs`` option is not used: in onnxruntime 1.32 it discards the batches collected so far
+instead of merging their ranges.
 """
 
 from __future__ import annotations
@@ -39,19 +41,6 @@ def output_nodes(model_path: Path) -> list[str]:
     return [n.name for n in model.graph.node if outputs.intersection(n.output) and n.name]
 
 
-def merge_every(batches: int, wanted: int) -> int | None:
-    """How many batches of intermediate outputs onnxruntime holds before it merges their ranges.
-
-    onnxruntime's MinMax calibrator (1.32) raises "No data is collected" when the number of batches is a multiple of
-    this count (it clears the last group before computing), so a count that leaves a remainder is chosen; None (merge
-    once at the end) when all batches fit in one group.
-    """
-    k = max(2, wanted)
-    while k < batches and batches % k == 0:
-        k += 1
-    return None if k >= batches else k
-
-
 @dataclass
 class OnnxEdgeInt8Runner(OnnxCpuRunner):
     threads: int = 1
@@ -60,7 +49,6 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
     per_channel: bool = True
     calibration_batch: int = 8  # images per calibration batch at most ...
     calibration_pixels: int = 8 * 64 * 64  # ... and about this many input pixels per batch (1 image at 224 px)
-    calibration_merge_every: int = 2  # batches of intermediate outputs held before ranges are merged
 
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -77,26 +65,22 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
         out = work_dir / "model.int8.onnx"
         quant_pre_process(str(inline), str(pre), skip_symbolic_shape=True)
         inline.unlink(missing_ok=True)
-        batch = self._calibration_batch(pre)
         quantize_static(
             str(pre),
             str(out),
-            _Calibration(calibration, batch),
+            _Calibration(calibration, self._calibration_batch(pre)),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=self.per_channel,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=output_nodes(pre),
-            extra_options={
-                "CalibMaxIntermediateOutputs": merge_every(-(-len(calibration) // batch), self.calibration_merge_every)
-            },
         )
         pre.unlink(missing_ok=True)
         return out
 
     def _calibration_batch(self, model_path: Path) -> int:
-        """Calibration keeps every intermediate tensor of a batch: large inputs are calibrated one image at a time."""
+        """Images per calibration batch: a batch's activations are all alive in the calibration session at once."""
         import onnx
 
         dims = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim

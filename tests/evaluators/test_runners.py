@@ -202,7 +202,7 @@ def test_fingerprint_versions_match_the_imported_packages_without_importing_them
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 10, 16])
 def test_edge_calibration_streams_any_number_of_batches(model_and_onnx, tmp_path: Path, n: int) -> None:
-    """onnxruntime's range merging must never see a batch count it cannot finish on ("No data is collected")."""
+    """Any number of streamed calibration batches quantizes (one image a batch: the large-input setting)."""
     from evaluators.runners.edge import OnnxEdgeInt8Runner
 
     _, art, x = model_and_onnx
