@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
+from cnnselect.cli_runners import add_runners_parser, cmd_runners
 from cnnselect.cli_teams import cmd_promote, cmd_report, cmd_teams
 from cnnselect.console import (
     EXIT_INFEASIBLE,
@@ -307,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("pattern", nargs="?", default="*")
     cl.add_argument("--family", choices=[f.value for f in Family])
     cl.add_argument("--json", action="store_true")
+    add_runners_parser(sub)
     return p
 
 
@@ -320,6 +322,7 @@ COMMANDS = {
     "report": cmd_report,
     "promote": cmd_promote,
     "teams": cmd_teams,
+    "runners": cmd_runners,
 }
 
 
