@@ -8,7 +8,9 @@ on the streamed calibration split; ``nn.Linear`` (the classifier) is left in flo
 levels.
 
 XNNPACK's thread pool is process-wide: ``load`` resets it to ``threads`` (0: leave ExecuTorch's default, one thread
-per core) before the program is loaded, so two runners with different thread counts cannot share a process.
+per core) before the program is loaded, and only when the count differs: a program holds the pool it was loaded
+with, so sessions of two ExecuTorch runners with different thread counts must not be used side by side in a process
+(the bench loads them thread count by thread count).
 
 XNNPACK targets ARM phones; numbers measured here are x86 numbers of the same kernels, so the fingerprint says
 ``measured_on: host``.
@@ -46,7 +48,7 @@ class ExecuTorchXnnpackRunner:
     precision: str = "fp32"
     threads: int = 0  # XNNPACK thread pool size; 0: ExecuTorch's default
     name: str = ""
-    max_batch: int = 32  # upper bound of the exported program's dynamic batch; larger batches run in chunks
+    max_batch: int = 8  # the exported program's dynamic batch bound (memory is planned for it); larger ones: chunks
     calibration_batch: int = 8
 
     def __post_init__(self) -> None:
@@ -113,8 +115,9 @@ class ExecuTorchXnnpackRunner:
 
         if artifact.suffix != ".pte":
             raise FileNotFoundError(f"{artifact} is not an ExecuTorch program (.pte)")
-        if self.threads:
-            portable_lib._unsafe_reset_threadpool(self.threads)  # process-wide; before the program is loaded
+        if self.threads and portable_lib._threadpool_get_thread_count() != self.threads:
+            # process-wide, and "unsafe": XNNPACK programs loaded before the reset keep the old pool, so load after it
+            portable_lib._unsafe_reset_threadpool(self.threads)
         method = Runtime.get().load_program(artifact).load_method("forward")
         if method is None:
             raise RuntimeError(f"{artifact} has no 'forward' method")

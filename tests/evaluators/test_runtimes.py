@@ -160,10 +160,10 @@ def test_executorch_artifact_batches_and_threads(exported, prepared) -> None:
     assert int8.stat().st_size < fp32.stat().st_size / 2  # int8 weights
     before = portable_lib._threadpool_get_thread_count()
     try:
-        r = ExecuTorchXnnpackRunner(precision="fp32", threads=1, max_batch=32)
+        r = ExecuTorchXnnpackRunner(precision="fp32", threads=1)
         session = r.load(fp32)
         assert portable_lib._threadpool_get_thread_count() == 1
-        big = np.concatenate([x, x])  # 80 images: more than the program's batch bound, run in chunks
+        big = np.concatenate([x, x])  # 80 images: ten times the batch bound, run in chunks
         np.testing.assert_allclose(r.predict(session, big), np.concatenate([ref, ref]), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(r.predict(session, x[:1]), ref[:1], rtol=1e-4, atol=1e-4)
         fp = r.fingerprint(1, 32)
