@@ -10,6 +10,7 @@ count by thread count.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -97,6 +98,7 @@ def main() -> None:
         s = LatencySettings(warmup=3, min_iters=10, min_seconds=0.2, max_seconds=3.0, attempts=1, large_batch=0)
     else:
         s = LatencySettings(warmup=10, min_iters=50, min_seconds=1.0, max_seconds=10.0, attempts=1, large_batch=0)
+    load_before = os.getloadavg()[0]
     rows: list[dict[str, object]] = []
     precisions: dict[str, str] = {}
     versions: dict[str, str] = {}
@@ -118,6 +120,7 @@ def main() -> None:
                     row[f"p50 ms @{t}t"] = ms if ms is not None else errors.get(label, "n/a")
                     row[f"× ORT FP32 @{t}t"] = f"{base / ms:.2f}×" if ms and base else "-"
                 rows.append(row)
+    load_after, niceness = os.getloadavg()[0], os.nice(0)
     cpu = cpu_info()
     import openvino as ov
 
@@ -140,7 +143,10 @@ def main() -> None:
         f"the pooled samples. Speed-up = ORT FP32 p50 / runtime p50 at the same thread count. OpenVINO's execution "
         f"precision as read back from the compiled model: "
         + "; ".join(f"{k}: {v}" for k, v in sorted(precisions.items()))
-        + ". ExecuTorch XNNPACK is measured on this x86 host (`measured_on: host`), not on a phone." + shared + "\n\n"
+        + ". ExecuTorch XNNPACK is measured on this x86 host (`measured_on: host`), not on a phone." + shared
+        + f" Machine load: 1-minute load average {load_before:.1f} before, {load_after:.1f} after, on "
+        + f"{cpu['cpu_cores']} cores; this process ran at niceness {niceness}"
+        + (" (other work had priority over it)" if niceness > 0 else "") + ".\n\n"
         + table(rows, list(rows[0]))
     )  # fmt: skip
     c.emit("runtimes", "Runtimes teams deploy: ORT, OpenVINO, ExecuTorch (batch 1, 224x224)", body, args.no_write)
