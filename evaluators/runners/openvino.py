@@ -6,9 +6,13 @@ AVX512-BF16 OpenVINO's default is bf16, so an "fp32" runner that left it unset w
 fingerprint reads back what the compiled model actually runs at (``execution_precision`` and the set of per-layer
 ``runtime_precisions``), not what was asked for.
 
-INT8 is NNCF post-training quantization (``nncf.quantize``) of the IR read from the ONNX export, calibrated on the
+INT8 is NNCF post-training quantization (``nncf.quantize``) of the IR converted from the ONNX export, calibrated on the
 streamed calibration split; the classifier (the last MatMul, ONNX ``Gemm``) is kept out of quantization so logits stay
 float instead of a handful of levels. The layers NNCF leaves in float run at ``float_hint`` (f32 by default).
+
+The IR comes from ``ov.convert_model``, not ``Core.read_model``: convert_model fuses the exported SiLU (Sigmoid *
+Mul) into ``Swish``; on read_model's unfused graph NNCF quantizes both inputs of each Mul, and the CPU plugin's INT8
+EfficientNet then outputs all-zero logits (OpenVINO 2026.4, NNCF 3.4; ``test_runtimes`` holds the case).
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class OpenVinoRunner:
         if self.precision == "int8" and (calibration is None or len(calibration) == 0):
             raise ValueError(f"the {self.name} runner needs calibration images (the dataset's 'calibration' split)")
         check_onnx_file(fp32_onnx)  # external data leaving the model's folder is refused before OpenVINO reads it
-        model = ov.Core().read_model(str(fp32_onnx))
+        model = ov.convert_model(str(fp32_onnx))  # not Core.read_model: see the module docstring
         if self.precision == "int8" and calibration is not None:
             model = self._quantize(model, calibration)
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,26 @@ def test_openvino_bf16_and_int8_run_at_their_precision(exported, prepared) -> No
     assert get_runner("openvino-int8").fingerprint(1, 32)["execution_precision"] == "f32"  # the float layers
 
 
+def test_openvino_int8_keeps_silu_networks_alive(tmp_path: Path) -> None:
+    """EfficientNet's SiLU: from ``Core.read_model``'s unfused graph, NNCF's INT8 model output all-zero logits.
+
+    test_efficientnet's logits differ by less than INT8's error, so top-1 agreement would be a coin toss here; the
+    check is that the logits exist (not zero, not a few levels) and follow torch's (correlation).
+    """
+    torch.manual_seed(0)
+    model = create_model(get_entry("test_efficientnet.r160_in1k"), 10).eval()
+    rng = np.random.default_rng(1)
+    x, x_cal = (rng.normal(size=(n, 3, 32, 32)).astype(np.float32) for n in (24, 16))
+    art = export_onnx(model, x, tmp_path / "fp32")
+    r = get_runner("openvino-int8")
+    logits = r.predict(r.load(r.prepare(art.path, tmp_path / "int8", ArrayCalibration(x_cal))), x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(logits).max() > 0.1 * np.abs(ref).max()
+    assert all(len(np.unique(row)) == row.size for row in logits)
+    assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.9
+
+
 def test_openvino_threads_are_set_and_read_back(prepared) -> None:
     from evaluators.runners.openvino import OpenVinoRunner
 
