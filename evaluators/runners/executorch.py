@@ -54,6 +54,8 @@ class ExecuTorchXnnpackRunner:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"executorch runner precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.max_batch < 2:
+            raise ValueError(f"executorch runner max_batch {self.max_batch}; valid: 2 or more (the batch is dynamic)")
         self.name = self.name or f"executorch-xnnpack-{self.precision}"
 
     def availability(self) -> Availability:

@@ -281,3 +281,10 @@ def test_runtime_precision_is_validated(module: str, cls: str, valid: str) -> No
 
     with pytest.raises(ValueError, match=f"valid: {valid}"):
         getattr(importlib.import_module(module), cls)(precision="fp16")
+
+
+def test_executorch_batch_bound_is_validated() -> None:
+    from evaluators.runners.executorch import ExecuTorchXnnpackRunner
+
+    with pytest.raises(ValueError, match="valid: 2 or more"):
+        ExecuTorchXnnpackRunner(max_batch=1)
