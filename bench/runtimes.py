@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import _common as c
 from bench._report import table
 from evaluators.latency import LatencySettings, measure
@@ -65,15 +67,25 @@ def prepare_all(name: str, work: Path, n_cal: int) -> tuple[dict[str, Path], dic
     return artifacts, errors
 
 
+def logit_check(logits: np.ndarray, reference: np.ndarray) -> str:
+    """Pearson correlation of a runtime's logits with ORT FP32's: a collapsed INT8 model would be timed all the same."""
+    if not np.isfinite(logits).all():
+        return "non-finite"
+    if logits.std() == 0:
+        return "collapsed (constant)"
+    return f"{np.corrcoef(logits.ravel(), reference.ravel())[0, 1]:.3f}"
+
+
 def time_interleaved(
     artifacts: dict[str, Path], threads: int, rounds: int, s: LatencySettings
-) -> tuple[dict[str, float], dict[str, dict[str, str]]]:
-    """p50 ms per runner at ``threads``, all runners timed in each round; and each runner's fingerprint."""
-    x1 = c.images(1, SIZE, seed=2)
+) -> tuple[dict[str, float], dict[str, dict[str, str]], dict[str, np.ndarray]]:
+    """p50 ms per runner at ``threads``, all runners timed in each round; fingerprints; logits of 8 check images."""
+    x1, x_check = c.images(1, SIZE, seed=2), c.images(8, SIZE, seed=3)
     loaded: dict[str, tuple[Runner, Any]] = {}
     for label, runner in runners(threads).items():
         if label in artifacts:
             loaded[label] = (runner, runner.load(artifacts[label]))
+    logits = {label: runner.predict(session, x_check) for label, (runner, session) in loaded.items()}
     samples: dict[str, list[float]] = {label: [] for label in loaded}
     order = list(loaded)
     for r in range(rounds):
@@ -82,7 +94,7 @@ def time_interleaved(
             result = measure(lambda: runner.predict(session, x1), runner.synchronize, 1, s)  # noqa: B023
             samples[label].extend(result.samples_ms)
     fps = {label: runner.fingerprint(1, SIZE) for label, (runner, _) in loaded.items()}
-    return {label: statistics.median(v) for label, v in samples.items()}, fps
+    return {label: statistics.median(v) for label, v in samples.items()}, fps, logits
 
 
 def main() -> None:
@@ -106,8 +118,11 @@ def main() -> None:
         for name in models:
             artifacts, errors = prepare_all(name, Path(tmp) / name, n_cal)
             p50: dict[int, dict[str, float]] = {}
+            checks: dict[str, str] = {}
             for t in THREADS:
-                p50[t], fps = time_interleaved(artifacts, t, rounds, s)
+                p50[t], fps, logits = time_interleaved(artifacts, t, rounds, s)
+                if t == THREADS[0]:
+                    checks = {k: logit_check(v, logits[BASELINE]) for k, v in logits.items() if BASELINE in logits}
                 for label, fp in fps.items():
                     versions.update({k: fp[k] for k in VERSION_KEYS if k in fp})
                     if "execution_precision" in fp:
@@ -119,6 +134,7 @@ def main() -> None:
                     ms, base = p50[t].get(label), p50[t].get(BASELINE)
                     row[f"p50 ms @{t}t"] = ms if ms is not None else errors.get(label, "n/a")
                     row[f"× ORT FP32 @{t}t"] = f"{base / ms:.2f}×" if ms and base else "-"
+                row["logit corr. vs ORT FP32"] = checks.get(label, "-")
                 rows.append(row)
     load_after, niceness = os.getloadavg()[0], os.nice(0)
     cpu = cpu_info()
@@ -140,7 +156,9 @@ def main() -> None:
         f"(INT8: ORT static QDQ, NNCF PTQ, XNNPACK pt2e; each keeps the classifier float; calibrated on {n_cal} "
         f"random images); timing interleaved, {rounds} rounds per thread count, each round timing every runtime "
         f"(warm-up {s.warmup}, at least {s.min_iters} runs / {s.min_seconds} s, at most {s.max_seconds} s), p50 of "
-        f"the pooled samples. Speed-up = ORT FP32 p50 / runtime p50 at the same thread count. OpenVINO's execution "
+        f"the pooled samples. Speed-up = ORT FP32 p50 / runtime p50 at the same thread count. Logit corr.: Pearson "
+        f"correlation of the runtime's logits with ORT FP32's on 8 random images (1 thread), a check that a fast "
+        f"INT8 model is not a collapsed one. OpenVINO's execution "
         f"precision as read back from the compiled model: "
         + "; ".join(f"{k}: {v}" for k, v in sorted(precisions.items()))
         + ". ExecuTorch XNNPACK is measured on this x86 host (`measured_on: host`), not on a phone." + shared
