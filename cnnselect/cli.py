@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnnselect import cli_data
+from cnnselect.cli_runners import add_runners_parser, cmd_runners
 from cnnselect.cli_teams import cmd_promote, cmd_report, cmd_teams
 from cnnselect.console import (
     EXIT_INFEASIBLE,
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--family", choices=[f.value for f in Family])
     cl.add_argument("--json", action="store_true")
     cli_data.add_parser(sub)
+    add_runners_parser(sub)
     return p
 
 
@@ -340,6 +342,7 @@ COMMANDS = {
     "promote": cmd_promote,
     "teams": cmd_teams,
     "data": cli_data.cmd_data,
+    "runners": cmd_runners,
 }
 
 

@@ -155,6 +155,20 @@ def pull_weights(
     }
 
 
+def _folder(files: list[Path], out: Path) -> Path:
+    """The deployable artifact's files in one folder of their own (``deploy/`` on the run), linked, not copied."""
+    folder = out / "deploy"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = folder / f.name
+        target.unlink(missing_ok=True)
+        try:
+            target.hardlink_to(f)
+        except OSError:
+            shutil.copy2(f, target)
+    return folder
+
+
 class StageError(RuntimeError):
     def __init__(self, stage: str, exc: BaseException) -> None:
         super().__init__(f"{stage}: {type(exc).__name__}: {exc}")
@@ -444,7 +458,7 @@ class _Job:
             output_example=logits[:1],
             params=params,
             metrics=metrics,
-            artifacts={**acc_files, **({} if artifact.suffix == ".onnx" else {p.stem: p for p in deploy_files})},
+            artifacts={**acc_files, **({} if artifact.suffix == ".onnx" else {"deploy": _folder(deploy_files, out)})},
             preprocess=inputs.pre.to_dict(),
         )
 

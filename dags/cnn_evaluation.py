@@ -43,6 +43,13 @@ RUNNERS = {
     "gpu-bf16": ("gpu", "cnnselect-gpu-host"),
     "gpu-ort": ("gpu", "cnnselect-gpu-host"),
     "gpu-trt": ("gpu", "cnnselect-gpu-host"),
+    "openvino-fp32": ("default", "cnnselect-cpu-host"),
+    "openvino-bf16": ("default", "cnnselect-cpu-host"),
+    "openvino-int8": ("default", "cnnselect-cpu-host"),
+    "executorch-xnnpack-fp32": ("edge", "cnnselect-cpu-host"),  # mobile kernels, measured on the CPU host
+    "executorch-xnnpack-int8": ("edge", "cnnselect-cpu-host"),
+    "litert-fp32": ("edge", "cnnselect-cpu-host"),
+    "litert-int8": ("edge", "cnnselect-cpu-host"),
 }
 POOLS = sorted({pool for _, pool in RUNNERS.values()})
 TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everything else is the model's own fault

@@ -2,8 +2,11 @@
 
 ``cpu`` (onnxruntime FP32, all cores), ``edge`` (onnxruntime INT8 static QDQ, one thread), ``torch-cpu`` (eager torch
 FP32: the baseline), ``gpu`` / ``gpu-bf16`` (torch CUDA autocast fp16 / bf16, channels_last), ``gpu-ort``
-(onnxruntime CUDA provider, FP32) and ``gpu-trt`` (onnxruntime TensorRT provider, FP16). A runner whose hardware is
-missing reports itself unavailable with the reason.
+(onnxruntime CUDA provider, FP32), ``gpu-trt`` (onnxruntime TensorRT provider, FP16), ``openvino-fp32`` /
+``openvino-bf16`` / ``openvino-int8`` (OpenVINO CPU, INT8 by NNCF), ``executorch-xnnpack-fp32`` / ``-int8``
+(ExecuTorch + XNNPACK, the mobile runtime, measured on this host) and ``litert-fp32`` / ``litert-int8`` (LiteRT, with
+the ``cnnselect[litert]`` extra). A runner whose hardware or software is missing reports itself unavailable with the
+reason.
 """
 
 from __future__ import annotations
@@ -69,6 +72,33 @@ def _gpu_trt() -> Runner:
     return OnnxGpuRunner(provider="TensorrtExecutionProvider", name="gpu-trt", precision="fp16")
 
 
+def _openvino(precision: str) -> Callable[[], Runner]:
+    def make() -> Runner:
+        from evaluators.runners.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(precision=precision)
+
+    return make
+
+
+def _executorch(precision: str) -> Callable[[], Runner]:
+    def make() -> Runner:
+        from evaluators.runners.executorch import ExecuTorchXnnpackRunner
+
+        return ExecuTorchXnnpackRunner(precision=precision)
+
+    return make
+
+
+def _litert(precision: str) -> Callable[[], Runner]:
+    def make() -> Runner:
+        from evaluators.runners.litert import LiteRtRunner
+
+        return LiteRtRunner(precision=precision)
+
+    return make
+
+
 _FACTORIES: Registry[Callable[[], Runner]] = Registry("runner")
 _FACTORIES.add("cpu", _cpu)
 _FACTORIES.add("edge", _edge)
@@ -77,18 +107,35 @@ _FACTORIES.add("gpu", _gpu)
 _FACTORIES.add("gpu-bf16", _gpu_bf16)
 _FACTORIES.add("gpu-ort", _gpu_ort)
 _FACTORIES.add("gpu-trt", _gpu_trt)
+_FACTORIES.add("openvino-fp32", _openvino("fp32"))
+_FACTORIES.add("openvino-bf16", _openvino("bf16"))
+_FACTORIES.add("openvino-int8", _openvino("int8"))
+_FACTORIES.add("executorch-xnnpack-fp32", _executorch("fp32"))
+_FACTORIES.add("executorch-xnnpack-int8", _executorch("int8"))
+_FACTORIES.add("litert-fp32", _litert("fp32"))
+_FACTORIES.add("litert-int8", _litert("int8"))
 RUNNER_NAMES: tuple[str, ...] = tuple(_FACTORIES.names())
 
 
-TORCH_RUNNERS: tuple[str, ...] = ("torch-cpu", "gpu", "gpu-bf16")  # runners that deploy the torch artifact
+TORCH_RUNNERS: tuple[str, ...] = (  # runners that deploy the torch artifact, not the ONNX graph
+    "torch-cpu",
+    "gpu",
+    "gpu-bf16",
+    "executorch-xnnpack-fp32",
+    "executorch-xnnpack-int8",
+    "litert-fp32",
+    "litert-int8",
+)
 
 
 def artifact_files(artifact: Path) -> list[Path]:
-    """The files of a deployable artifact: a torch artifact's manifest and weights, or an ONNX graph and its data."""
+    """The files of a deployable artifact: torch manifest + weights, OpenVINO ``.xml`` + ``.bin``, ONNX graph + data."""
     from evaluators.runners.torch_cpu import TORCH_MANIFEST, torch_artifact_files
 
     if artifact.name == TORCH_MANIFEST:
         return torch_artifact_files(artifact)
+    if artifact.suffix == ".xml":
+        return [artifact, artifact.with_suffix(".bin")]
     return sorted(p for p in artifact.parent.iterdir() if p.is_file() and p.name.startswith(artifact.name))
 
 

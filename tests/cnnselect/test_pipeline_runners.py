@@ -47,13 +47,14 @@ def test_torch_runners_through_the_pipeline(digits_root: Path, tmp_path: Path, o
     assert 0.0 <= m["top1_worst_class"] <= m["top1"] and m["top1_drop_vs_fp32"] == 0.0  # the same FP32 weights
     logged = {
         f.path
-        for d in ("confusion_matrix", "per_class_accuracy", "weights")
+        for d in ("confusion_matrix", "per_class_accuracy", "deploy")
         for f in client.list_artifacts(ok.run_id, d)
     }
     assert logged == {
         "confusion_matrix/confusion_matrix.png",
         "per_class_accuracy/per_class_accuracy.csv",
-        "weights/weights.safetensors",
+        "deploy/weights.safetensors",  # the torch artifact, whole, in a folder of its own
+        "deploy/torch_model.json",
     }
     run = client.get_run(ok.run_id)
     assert run.data.tags[names.TAG_RUNNER] == "torch-cpu"

@@ -87,5 +87,12 @@ def test_evaluation_is_mapped_per_model_and_runner(dagbag) -> None:
         "measure_gpu_bf16": ("gpu", "cnnselect-gpu-host"),
         "measure_gpu_ort": ("gpu", "cnnselect-gpu-host"),
         "measure_gpu_trt": ("gpu", "cnnselect-gpu-host"),
+        "measure_openvino_fp32": ("default", "cnnselect-cpu-host"),
+        "measure_openvino_bf16": ("default", "cnnselect-cpu-host"),
+        "measure_openvino_int8": ("default", "cnnselect-cpu-host"),
+        "measure_executorch_xnnpack_fp32": ("edge", "cnnselect-cpu-host"),
+        "measure_executorch_xnnpack_int8": ("edge", "cnnselect-cpu-host"),
+        "measure_litert_fp32": ("edge", "cnnselect-cpu-host"),
+        "measure_litert_int8": ("edge", "cnnselect-cpu-host"),
     }
     assert [o.uri.rstrip("/") for o in dag.get_task("summarize").outlets] == ["cnnselect://evaluations"]

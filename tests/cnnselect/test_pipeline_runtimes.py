@@ -1,0 +1,57 @@
+"""The pipeline with the deployed runtimes: OpenVINO INT8 and ExecuTorch measured and logged, LiteRT unavailable."""
+
+from pathlib import Path
+
+import pytest
+
+from catalog import get_profile
+from cnnselect.pipeline import evaluate_model
+from evaluators.latency import LatencySettings
+from registry import names
+from registry.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def outcomes(digits_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    fast = LatencySettings(warmup=3, min_iters=30, min_seconds=0.0, large_batch=4)
+    outs = evaluate_model(
+        "test_resnet.r160_in1k", get_profile("smoke"), digits_root,
+        ("openvino-int8", "executorch-xnnpack-fp32", "litert-fp32"), "rt1", "scratch", settings, latency=fast,
+    )  # fmt: skip
+    return {o.runner: o for o in outs}, settings
+
+
+def test_runtimes_are_measured_and_logged(outcomes) -> None:
+    import json
+
+    import mlflow
+
+    by, settings = outcomes
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    for runner, precision in (("openvino-int8", "int8"), ("executorch-xnnpack-fp32", "fp32")):
+        o = by[runner]
+        assert o.status == "ok", (runner, o.error)
+        assert o.metrics["latency_p50_ms"] > 0 and 0.0 <= o.metrics["top1"] <= 1.0
+        run = client.get_run(o.run_id)
+        assert run.data.tags[names.TAG_RUNNER] == runner and run.data.params["precision"] == precision
+        fp = json.loads(Path(client.download_artifacts(o.run_id, "fingerprint.json")).read_text())
+        assert fp["runner"] == runner
+    assert by["executorch-xnnpack-fp32"].metrics["top1_drop_vs_fp32"] == 0.0  # the same FP32 weights, same top-1
+
+
+def test_litert_is_recorded_unavailable(outcomes) -> None:
+    by, _ = outcomes
+    lite = by["litert-fp32"]
+    assert lite.status == "failed" and lite.stage == "runner"
+    assert "unavailable here" in lite.error and "cnnselect[litert]" in lite.error
+
+
+def test_openvino_ir_is_logged_whole(outcomes) -> None:
+    import mlflow
+
+    by, settings = outcomes
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    logged = {Path(f.path).name for f in client.list_artifacts(by["openvino-int8"].run_id, "deploy")}
+    assert {"model.xml", "model.bin"} <= logged  # the whole IR, in a folder of its own beside MLflow's ONNX model
