@@ -30,7 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The embedded Airflow: SQLite metadata DB, LocalExecutor, no login (local only), the DAGs of this checkout.
-AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.cnnselect/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+# PATH: `airflow standalone` starts its scheduler, api-server, ... as `airflow` from PATH (this venv's).
+AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.cnnselect/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=true
 airflow: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate

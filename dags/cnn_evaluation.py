@@ -74,7 +74,9 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
     params={
         "profile": Param("demo", enum=PROFILES, description="named set of catalog variants"),
         "models": Param([], type="array", description="catalog names; overrides the profile's list when non-empty"),
-        "dataset_dir": Param("", type="string", description="ImageFolder root; empty = the bundled digits"),
+        "dataset_dir": Param(  # optional: the trigger form's defaults must be a valid run (the bundled digits)
+            None, type=["null", "string"], description="ImageFolder root; empty = the bundled digits"
+        ),
         "runners": Param(["cpu", "edge"], type="array", description=f"of {sorted(RUNNERS)}"),
         "weights": Param(
             "finetune", type="string", description="finetune | transfer | timm-hub | scratch | file:<uri>"
