@@ -74,6 +74,20 @@ class Runner(Protocol):
     def fingerprint(self, batch_size: int, image_size: int) -> dict[str, str]: ...
 
 
+def require_available(runner: Runner) -> None:
+    """Raise :class:`RunnerUnavailableError` with the reason when the runner cannot run here."""
+    avail = runner.availability()
+    if not avail.available:
+        raise RunnerUnavailableError(f"runner {runner.name!r} unavailable here: {avail.reason}")
+
+
+def require_calibration(runner: Runner, calibration: CalibrationData | None) -> CalibrationData:
+    """The calibration split, or a ``ValueError`` naming the runner that needs one."""
+    if calibration is None or len(calibration) == 0:
+        raise ValueError(f"the {runner.name} runner needs calibration images (the dataset's 'calibration' split)")
+    return calibration
+
+
 def cpu_info() -> dict[str, str]:
     """CPU model and the ISA flags that decide INT8/FP32 kernel choice."""
     model, flags = platform.processor() or "unknown", set()

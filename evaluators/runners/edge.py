@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.runners.base import INPUT_NAME, CalibrationData
+from evaluators.runners.base import INPUT_NAME, CalibrationData, require_calibration
 from evaluators.runners.cpu import OnnxCpuRunner
 
 
@@ -54,8 +54,7 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        if calibration is None or len(calibration) == 0:
-            raise ValueError("the edge runner needs calibration images (the dataset's 'calibration' split)")
+        calibration = require_calibration(self, calibration)
         work_dir.mkdir(parents=True, exist_ok=True)
         import onnx
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import Availability, CalibrationData, RunnerUnavailableError, cpu_info, software_versions
+from evaluators.runners.base import (
+    Availability,
+    CalibrationData,
+    cpu_info,
+    require_available,
+    require_calibration,
+    software_versions,
+)
 from evaluators.runners.torch_cpu import find_torch_artifact, load_torch_model
 
 PRECISIONS = ("fp32", "int8")
@@ -68,19 +75,14 @@ class ExecuTorchXnnpackRunner:
             return Availability(False, f"this executorch build has no XnnpackBackend (backends: {backends})")
         return Availability(True)
 
-    def _require(self) -> None:
-        avail = self.availability()
-        if not avail.available:
-            raise RunnerUnavailableError(f"runner {self.name!r} unavailable here: {avail.reason}")
-
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
-        self._require()
+        require_available(self)
         import torch
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        if self.precision == "int8" and (calibration is None or len(calibration) == 0):
-            raise ValueError(f"the {self.name} runner needs calibration images (the dataset's 'calibration' split)")
+        if self.precision == "int8":
+            require_calibration(self, calibration)
         model = load_torch_model(find_torch_artifact(fp32_onnx))
         example = (torch.zeros(2, *onnx_input_shape(fp32_onnx)),)  # batch 2: a batch of 1 would be specialised
         dynamic = ({0: torch.export.Dim("batch", min=1, max=self.max_batch)},)
@@ -111,7 +113,7 @@ class ExecuTorchXnnpackRunner:
         return convert_pt2e(observed)
 
     def load(self, artifact: Path) -> Any:
-        self._require()
+        require_available(self)
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 

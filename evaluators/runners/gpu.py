@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import Availability, CalibrationData, RunnerUnavailableError, cpu_info, software_versions
+from evaluators.runners.base import (
+    Availability,
+    CalibrationData,
+    RunnerUnavailableError,
+    cpu_info,
+    require_available,
+    software_versions,
+)
 from evaluators.runners.cpu import OnnxCpuRunner
 from evaluators.runners.torch_cpu import find_torch_artifact, load_torch_model
 
@@ -84,18 +91,13 @@ class TorchGpuRunner:
                 return Availability(False, f"{torch.cuda.get_device_name(self.device)} does not support bf16")
         return avail
 
-    def _require(self) -> None:
-        avail = self.availability()
-        if not avail.available:
-            raise RunnerUnavailableError(f"runner {self.name!r}: {avail.reason}")
-
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         return find_torch_artifact(fp32_onnx)
 
     def load(self, artifact: Path) -> Any:
         import torch
 
-        self._require()
+        require_available(self)
         model = load_torch_model(artifact).to(f"cuda:{self.device}")
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.runners.base import Availability, CalibrationData, RunnerUnavailableError, cpu_info, software_versions
+from evaluators.runners.base import (
+    Availability,
+    CalibrationData,
+    cpu_info,
+    require_available,
+    require_calibration,
+    software_versions,
+)
 from evaluators.runners.executorch import onnx_input_shape
 from evaluators.runners.torch_cpu import find_torch_artifact, load_torch_model
 
@@ -84,18 +91,13 @@ class LiteRtRunner:
             return Availability(False, f"unavailable: {INSTALL_HINT} (missing {'; '.join(missing)})")
         return Availability(True)
 
-    def _require(self) -> None:
-        avail = self.availability()
-        if not avail.available:
-            raise RunnerUnavailableError(f"runner {self.name!r} unavailable here: {avail.reason}")
-
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
-        self._require()
+        require_available(self)
         import litert_torch
         import torch
 
-        if self.precision == "int8" and (calibration is None or len(calibration) == 0):
-            raise ValueError(f"the {self.name} runner needs calibration images (the dataset's 'calibration' split)")
+        if self.precision == "int8":
+            require_calibration(self, calibration)
         model = load_torch_model(find_torch_artifact(fp32_onnx))
         example = (torch.zeros(1, *onnx_input_shape(fp32_onnx)),)
         if self.precision == "int8" and calibration is not None:
@@ -124,7 +126,7 @@ class LiteRtRunner:
         return convert_pt2e(observed, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
     def load(self, artifact: Path) -> Any:
-        self._require()
+        require_available(self)
         from ai_edge_litert.interpreter import Interpreter
 
         if artifact.suffix != ".tflite":

@@ -29,8 +29,9 @@ import numpy as np
 from evaluators.runners.base import (
     Availability,
     CalibrationData,
-    RunnerUnavailableError,
     cpu_info,
+    require_available,
+    require_calibration,
     software_versions,
 )
 
@@ -112,19 +113,14 @@ class OpenVinoRunner:
             return Availability(False, f"this CPU has no int8 support (OpenVINO capabilities: {', '.join(caps)})")
         return Availability(True)
 
-    def _require(self) -> None:
-        avail = self.availability()
-        if not avail.available:
-            raise RunnerUnavailableError(f"runner {self.name!r} unavailable here: {avail.reason}")
-
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
-        self._require()
+        require_available(self)
         import openvino as ov
 
         from evaluators.onnx_safety import check_onnx_file
 
-        if self.precision == "int8" and (calibration is None or len(calibration) == 0):
-            raise ValueError(f"the {self.name} runner needs calibration images (the dataset's 'calibration' split)")
+        if self.precision == "int8":
+            require_calibration(self, calibration)
         check_onnx_file(fp32_onnx)  # external data leaving the model's folder is refused before OpenVINO reads it
         model = ov.convert_model(str(fp32_onnx))  # not Core.read_model: see the module docstring
         if self.precision == "int8" and calibration is not None:
@@ -155,7 +151,7 @@ class OpenVinoRunner:
         }
 
     def load(self, artifact: Path) -> Any:
-        self._require()
+        require_available(self)
         import openvino as ov
 
         if artifact.suffix != ".xml" or not artifact.with_suffix(".bin").is_file():
