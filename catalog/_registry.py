@@ -46,8 +46,8 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Name -> item, filled once, queried with exact names or shell-style wildcards."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, listing: str = "") -> None:
+        self.kind, self.listing = kind, listing  # listing: where a person sees every name (a command)
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
@@ -60,7 +60,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._items) from None
+            raise UnknownNameError(self.kind, name, self._items, listing=self.listing) from None
 
     def names(self, pattern: str = "*") -> list[str]:
         return [n for n in self._items if fnmatch.fnmatchcase(n, pattern)]

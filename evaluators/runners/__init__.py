@@ -99,7 +99,7 @@ def _litert(precision: str) -> Callable[[], Runner]:
     return make
 
 
-_FACTORIES: Registry[Callable[[], Runner]] = Registry("runner")
+_FACTORIES: Registry[Callable[[], Runner]] = Registry("runner", listing="`cnnselect runners` lists them")
 _FACTORIES.add("cpu", _cpu)
 _FACTORIES.add("edge", _edge)
 _FACTORIES.add("torch-cpu", _torch_cpu)

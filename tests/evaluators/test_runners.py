@@ -176,7 +176,7 @@ def test_edge_runner_needs_calibration(model_and_onnx, tmp_path: Path) -> None:
 
 
 def test_unknown_runner_lists_known() -> None:
-    with pytest.raises(UnknownNameError, match="Available: cpu, edge"):
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'gpu', 'cpu'.*`cnnselect runners` lists them"):
         get_runner("tpu")
     assert set(RUNNER_NAMES) >= {"cpu", "edge", "torch-cpu", "gpu", "gpu-bf16", "gpu-ort", "gpu-trt"}
 
