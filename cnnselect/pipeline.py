@@ -274,6 +274,9 @@ class _Job:
         if not todo:
             self.say("already measured, skipped")
             return [self.outcomes[r] for r in self.runners]
+        todo = [r for r in todo if self._available(r)]  # before any weights are pulled or exported
+        if not todo:
+            return [self.outcomes[r] for r in self.runners]
         from evaluators.memory import StagePeaks
 
         self.peaks = StagePeaks()
@@ -292,6 +295,19 @@ class _Job:
         self.gate_and_log(measured)
         shutil.rmtree(self.work, ignore_errors=True)
         return [self.outcomes[r] for r in self.runners]
+
+    def _available(self, r: str) -> bool:
+        """Whether runner ``r`` can run here; one that cannot is recorded as failed at once, with the reason."""
+        from evaluators.runners import get_runner
+
+        try:
+            avail = get_runner(r).availability()
+            if not avail.available:
+                raise RuntimeError(f"runner {r!r} unavailable here: {avail.reason}")
+        except Exception as exc:
+            self.outcomes[r] = self.fail(r, StageError("runner", exc))
+            return False
+        return True
 
     def prepare(self) -> None:
         """Weights, export, size and the FP32 reference over the held-out split: once for every runner."""
@@ -351,10 +367,7 @@ class _Job:
         from evaluators.runners import PeakMemory, artifact_files, fingerprint_id, get_runner
 
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
-        runner = _stage("runner", lambda: get_runner(r))
-        avail = runner.availability()
-        if not avail.available:
-            raise StageError("runner", RuntimeError(f"runner {r!r} unavailable here: {avail.reason}"))
+        runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
         self.say(f"{r}: prepare")
         with self.peaks.stage(f"prepare_{r}"):
             artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, inputs.calibration()))

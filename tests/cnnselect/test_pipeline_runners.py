@@ -58,3 +58,14 @@ def test_torch_runners_through_the_pipeline(digits_root: Path, tmp_path: Path, o
     }
     run = client.get_run(ok.run_id)
     assert run.data.tags[names.TAG_RUNNER] == "torch-cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-host path: a GPU here would make gpu available")
+def test_an_unavailable_runner_fails_before_any_training_or_export(digits_root: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    (out,) = evaluate_model(
+        "test_resnet.r160_in1k", get_profile("smoke"), digits_root, ("gpu",), "t2", "finetune", settings
+    )
+    assert out.status == "failed" and out.stage == "runner" and "unavailable here" in (out.error or "")
+    assert not (settings.cache_dir / "weights").exists()  # nothing was trained for a runner that cannot run
+    assert not (settings.cache_dir / "tensors").exists()  # nor a single image preprocessed
