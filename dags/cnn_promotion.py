@@ -70,7 +70,12 @@ def cnn_promotion() -> None:
 
     @task
     def report(decisions: list[dict]) -> dict:
-        return {d["team"]: f"{d['action']}: v{d['champion']} ({d['reason'][:200]})" for d in decisions}
+        from registry.promotion import Decision
+
+        blocks = {d["team"]: Decision(**{**d, "shortlist": tuple(d["shortlist"]), "reasons": tuple(d["reasons"])})
+                  for d in decisions}  # fmt: skip
+        print("\n\n".join("\n".join(b.describe()) for b in blocks.values()))  # one readable block per team
+        return {team: b.describe()[1].strip() for team, b in blocks.items()}
 
     report(promote.expand(team=list_teams()))
 
