@@ -293,6 +293,21 @@ def evaluate_isolated(
     return [job.fail(r, err, stage="memory" if code == -9 else "process").to_dict() for r in job.pending()]
 
 
+SUMMARY_METRICS = ("top1", "top1_ci_low", "top5", "latency_p50_ms", "latency_p95_ms", "size_mb", "peak_rss_mb")
+
+
+def outcome_summary(out: dict[str, Any]) -> str:
+    """A few lines a task log ends with: what was measured, the headline figures, where it was logged."""
+    lines = [f"{out['variant']} on {out['runner']}: {out['status']}"]
+    for m in SUMMARY_METRICS:
+        if m in out.get("metrics", {}):
+            lines.append(f"  {m:<16} {out['metrics'][m]:.4g}")
+    for k in ("run_id", "model_uri", "stage", "error"):
+        if out.get(k):
+            lines.append(f"  {k:<16} {out[k]}")
+    return "\n".join(lines)
+
+
 def _log_levels() -> dict[str, int]:
     """The levels this process set on its loggers (``""``: the root), for a child to log the same way."""
     levels = {"": logging.getLogger().level}

@@ -165,6 +165,7 @@ def cnn_evaluation() -> None:
             if runner not in p["runners"]:
                 raise AirflowSkipException(f"runner {runner!r} not requested (runners={p['runners']})")
             (out,) = jobs.evaluate(variant, p["profile"], dataset["root"], [runner], context["run_id"], p["weights"])
+            print(jobs.outcome_summary(out))  # the log ends with what was measured and where it was logged
             if out["status"] == "failed":
                 if out.get("stage") in TRANSIENT_STAGES:
                     raise RuntimeError(out["error"])  # retried with back-off

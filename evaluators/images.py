@@ -152,8 +152,8 @@ class Preprocess:
         return np.ascontiguousarray(np.stack(rows).astype(np.float32, copy=False))
 
 
-def batch_size_for(input_size: int, budget_pixels: int = 64 * 224 * 224) -> int:
-    """Images per inference batch so that a batch holds about as many pixels as 64 images at 224 px (1..64)."""
+def batch_size_for(input_size: int, budget_pixels: int = 16 * 224 * 224) -> int:
+    """Images per inference batch: about as many pixels as 16 images at 224 px (2 at 600 px), 1 to 64."""
     return max(1, min(64, budget_pixels // max(1, input_size * input_size)))
 
 
