@@ -283,10 +283,11 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         with warnings.catch_warnings():  # MLflow registers two local-path source classes and warns that it picks one
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(ev.dataset.root)
-        dataset = MetaDataset(  # type: ignore[abstract]
-            source=source, name=ev.dataset.name, digest=ev.dataset.heldout_digest[:32]
+        dataset = MetaDataset(  # type: ignore[abstract]  # one digest, one meaning: the cnnselect.dataset_digest tag's
+            source=source, name=ev.dataset.name, digest=ev.dataset.digest[:32]
         )
-        mlflow.log_input(dataset, context="heldout", tags={"classes": str(len(ev.dataset.classes))})
+        input_tags = {"classes": str(len(ev.dataset.classes)), "heldout_digest": ev.dataset.heldout_digest}
+        mlflow.log_input(dataset, context="heldout", tags=input_tags)
         for path, local in ev.artifacts.items():
             if Path(local).is_dir():
                 mlflow.log_artifacts(str(local), artifact_path=path)
@@ -315,9 +316,29 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
             names.TAG_RUN_ID: run_id,  # what the index reads as "fully logged"
         })  # fmt: skip
         mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)  # the version with all its tags
+        client.update_model_version(model_name, mv.version, description=version_description(ev, run_id))
     client.set_tag(run_id, names.TAG_STATUS, names.STATUS_OK)  # the last write: ``ok`` means complete
     writes.started.remove(run_id)
     return Logged(run_id, f"models:/{model_name}/{mv.version}", str(mv.version))
+
+
+def version_description(ev: Evaluation, run_id: str) -> str:
+    """The Markdown a person reads on the version's page in the MLflow UI: what it is and its headline figures."""
+    m = ev.metrics
+
+    def fig(name: str, fmt: str, unit: str = "") -> str:
+        v = m.get(name)
+        return f"{v:{fmt}}{unit}" if isinstance(v, float) and math.isfinite(v) else "n/a"
+
+    interval = f"{fig('top1_ci_low', '.3f')} to {fig('top1_ci_high', '.3f')}"
+    p95, size = fig("latency_p95_ms", ".2f", " ms"), fig("size_mb", ".1f", " MB")
+    return (
+        f"**{ev.variant}** on `{ev.runner}` ({ev.precision}), dataset `{ev.dataset.name}` "
+        f"({ev.dataset.heldout_count} held-out images)\n\n"
+        "| top-1 | 95% interval | p95 latency (batch 1) | size |\n|---|---|---|---|\n"
+        f"| {fig('top1', '.3f')} | {interval} | {p95} | {size} |"
+        f"\n\nMeasured at {ev.params.get('image_size', '?')} px with {ev.weights_source} weights; run `{run_id}`."
+    )
 
 
 def _record_run(

@@ -91,6 +91,16 @@ def test_log_register_and_get_best(store: Settings, onnx_model, ds: str) -> None
         reg.get_best(Constraints(dataset=ds, max_params_m=0.1))
     assert {v.candidate.variant for v in err.value.nearest} == {"small", "big"}
 
+    # what a person reads on the version's page: the model, runner, dataset and headline figures, in Markdown
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store.resolved_tracking_uri, registry_uri=store.resolved_tracking_uri)
+    text = client.get_model_version(f"cnnselect-{ds}", a.version).description
+    assert text.startswith(f"**small** on `cpu` (fp32), dataset `{ds}`") and "| 0.930 | 0.900 to " in text
+    run = client.get_run(a.run_id)  # the run's dataset input carries the same digest as the dataset tag
+    (ds_input,) = run.inputs.dataset_inputs
+    assert run.data.tags["cnnselect.dataset_digest"].startswith(ds_input.dataset.digest)
+
 
 def test_logging_leaves_the_environment_tracking_uri_alone(
     store: Settings, onnx_model, ds: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
