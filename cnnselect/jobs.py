@@ -110,14 +110,19 @@ def plan(
     of them per sweep, so a nightly run crawls the families a few variants at a time).
     """
     chosen = list(models) if models else list(get_profile(profile).models)
+    asked = list(chosen)
     if (cold_start or discover_new) and dataset is None:
         raise ValueError("cold_start and discover_new need the dataset (prepare_data's output)")
     if cold_start and not models and dataset is not None:
         first = cold_start_shortlist(dataset["name"], settings)
         chosen = list(dict.fromkeys([*first, *chosen]))
+    cold = [n for n in chosen if n not in asked]
     if discover_new and dataset is not None:
         found = [n for n in discover(chosen, dataset["name"], settings) if n not in chosen]
         chosen += found[:discover_limit] if discover_limit is not None else found
+    found_new = [n for n in chosen if n not in asked and n not in cold]
+    log.info("plan: %d asked %s; cold start added %s; discovery added %s", len(asked), asked, cold or "none",
+             found_new or "none")  # fmt: skip
     return chosen
 
 

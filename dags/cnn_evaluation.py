@@ -18,8 +18,10 @@ with back-off; the other variants carry on.
 **Params:** `profile` (demo, smoke, full), `models` (overrides the profile), `dataset_dir` (ImageFolder root with
 train/calibration/heldout; empty = bundled digits), `runners`, `weights` (finetune, transfer, timm-hub, scratch,
 file:<uri>), `discover` (`scheduled`: on cron runs, also plan up to `discover_limit` catalog variants of the same
-families and new timm pretrained tags not yet measured; `always`; `never`), `cold_start` (with the profile's list:
-first measure the selection guide's shortlist for every team that nothing measured satisfies yet).
+families and new timm pretrained tags not yet measured; `always`; `never`), `cold_start` (`scheduled`, `always`,
+`never`; with the profile's list: first measure the selection guide's shortlist for every team that nothing measured
+satisfies yet). A manual run with the defaults measures exactly what it asks for; `plan`'s log says what cold start or
+discovery added.
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
         ),
         "discover_limit": Param(4, type="integer", minimum=0, description="at most this many discovered per run"),
         "cold_start": Param(
-            True, type="boolean", description="first measure the guide's shortlist for teams nothing satisfies yet"
+            "scheduled",
+            enum=["scheduled", "always", "never"],
+            description="first measure the guide's shortlist for teams nothing satisfies yet: on cron runs only, "
+            "always, or never (a manual run measures what it asks for)",
         ),
     },
 )
@@ -111,14 +116,14 @@ def cnn_evaluation() -> None:
         from cnnselect import jobs
 
         context = get_current_context()
-        p, run_type = context["params"], context["dag_run"].run_type
+        p, run_type = context["params"], str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
         return jobs.plan(
             p["profile"],
             p["models"] or None,
             dataset=dataset,
-            discover_new=jobs.discovery_on(p["discover"], str(getattr(run_type, "value", run_type))),
+            discover_new=jobs.discovery_on(p["discover"], run_type),
             discover_limit=p["discover_limit"],
-            cold_start=p["cold_start"],
+            cold_start=jobs.discovery_on(p["cold_start"], run_type),
         )
 
     @task(map_index_template="{{ variant_label }}", pool="cnnselect-cpu-host", execution_timeout=timedelta(hours=4))
