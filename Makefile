@@ -32,7 +32,8 @@ lint: $(STAMP)
 # The embedded Airflow: SQLite metadata DB, LocalExecutor, no login (local only), the DAGs of this checkout.
 # PATH: `airflow standalone` starts its scheduler, api-server, ... as `airflow` from PATH (this venv's).
 AIRFLOW_ENV := PATH=$(CURDIR)/$(BIN):$$PATH AIRFLOW_HOME=$(CURDIR)/.cnnselect/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=true
+	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=true \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=false
 airflow: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate
 	$(AIRFLOW_ENV) $(BIN)/airflow pools set cnnselect-cpu-host 1 "cnnselect: one heavy task at a time on the CPU host"

@@ -126,6 +126,18 @@ def plan(
     return chosen
 
 
+def missed_slot(run_type: str, slot: Any, started: Any, grace_minutes: int) -> bool:
+    """Whether a cron run started more than ``grace_minutes`` after its slot (a missed night, a DAG just unpaused).
+
+    Airflow starts the latest past cron slot of a DAG with ``catchup=False`` as soon as it is unpaused: at noon,
+    that would be the nightly sweep in the middle of someone's first hour. Decided from the run's own slot and start
+    (the same on a retry), never from the clock.
+    """
+    if run_type != "scheduled" or slot is None or started is None:
+        return False
+    return bool((started - slot).total_seconds() > 60 * grace_minutes)
+
+
 DISCOVER_MODES = ("scheduled", "always", "never")
 
 

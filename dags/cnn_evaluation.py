@@ -89,6 +89,13 @@ TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everythin
             description="plan unmeasured catalog variants and new timm tags: on cron runs only, always, or never",
         ),
         "discover_limit": Param(4, type="integer", minimum=0, description="at most this many discovered per run"),
+        "late_start_grace_minutes": Param(
+            60,
+            type="integer",
+            minimum=0,
+            description="a cron run that starts later than this after its slot (a missed night, a DAG just unpaused) "
+            "plans nothing: the next slot measures",
+        ),
         "cold_start": Param(
             "scheduled",
             enum=["scheduled", "always", "never"],
@@ -116,7 +123,12 @@ def cnn_evaluation() -> None:
         from cnnselect import jobs
 
         context = get_current_context()
-        p, run_type = context["params"], str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
+        dag_run = context["dag_run"]
+        p, run_type = context["params"], str(getattr(dag_run.run_type, "value", dag_run.run_type))
+        slot, started = getattr(dag_run, "run_after", None) or dag_run.logical_date, dag_run.start_date
+        if jobs.missed_slot(run_type, slot, started, p["late_start_grace_minutes"]):
+            print(f"cron slot {slot} started at {started}: too late (late_start_grace_minutes), nothing planned")
+            return []
         return jobs.plan(
             p["profile"],
             p["models"] or None,
@@ -180,24 +192,26 @@ def cnn_evaluation() -> None:
         return measure
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[EVALUATIONS], execution_timeout=timedelta(minutes=5))
-    def summarize(dataset: dict, *measured: list) -> dict:
+    def summarize(dataset: dict, planned: list, *measured: list) -> dict:
         from cnnselect import jobs
 
         context = get_current_context()
         summary = jobs.summarize(dataset["name"], context["run_id"])
+        summary["planned"] = len(planned)
         summary["skipped"] = sum(1 for per_runner in measured for o in per_runner if o and o["status"] == "skipped")
-        if summary["ok"] == 0 and not summary["skipped"]:
+        if planned and summary["ok"] == 0 and not summary["skipped"]:
             raise RuntimeError(f"nothing could be evaluated in this sweep: {summary['failed']}")
         return summary
 
     data = prepare_data()
-    pulled = pull.partial(dataset=data).expand(variant=plan(data))
+    planned = plan(data)
+    pulled = pull.partial(dataset=data).expand(variant=planned)
     measured = []
     for r in RUNNERS:
         m = measure_task(r).partial(dataset=data).expand(variant=pulled)
         requested(r) >> m
         measured.append(m)
-    summarize(data, *measured)
+    summarize(data, planned, *measured)
 
 
 dag = cnn_evaluation()

@@ -61,3 +61,13 @@ def test_discovery_runs_on_cron_runs_by_default_and_is_capped(measured_home: Pat
         "smoke", ["resnet18.tv_in1k"], {"name": "digits"}, discover_new=True, discover_limit=2, settings=settings
     )
     assert planned[0] == "resnet18.tv_in1k" and len(planned) == 3
+
+
+def test_a_cron_run_started_long_after_its_slot_plans_nothing() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    slot = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+    assert jobs.missed_slot("scheduled", slot, slot + timedelta(hours=7), 60)  # unpaused at 10:00: not tonight's
+    assert not jobs.missed_slot("scheduled", slot, slot + timedelta(minutes=5), 60)  # on time
+    assert not jobs.missed_slot("manual", slot, slot + timedelta(hours=7), 60)  # a person asked: always runs
+    assert not jobs.missed_slot("scheduled", None, slot, 60)
