@@ -187,21 +187,34 @@ def cnn_evaluation() -> None:
                 if out.get("stage") in TRANSIENT_STAGES:
                     raise RuntimeError(out["error"])  # retried with back-off
                 raise AirflowFailException(out["error"])  # permanent: fail fast, recorded in MLflow already
+            if out["status"] == "skipped":  # measured before with the same key: the grid shows it as skipped
+                raise AirflowSkipException(f"{variant} on {runner}: already measured (MLflow run {out['run_id']})")
             return {k: out.get(k) for k in ("variant", "runner", "status", "run_id", "model_uri")}
 
         return measure
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[EVALUATIONS], execution_timeout=timedelta(minutes=5))
-    def summarize(dataset: dict, planned: list, *measured: list) -> dict:
+    def summarize(dataset: dict, planned: list) -> dict:
         from cnnselect import jobs
 
         context = get_current_context()
         summary = jobs.summarize(dataset["name"], context["run_id"])
         summary["planned"] = len(planned)
-        summary["skipped"] = sum(1 for per_runner in measured for o in per_runner if o and o["status"] == "skipped")
+        asked = len(planned) * len([r for r in context["params"]["runners"] if r in RUNNERS])
+        summary["skipped"] = max(0, asked - summary["ok"] - len(summary["failed"]))  # already measured
         if planned and summary["ok"] == 0 and not summary["skipped"]:
             raise RuntimeError(f"nothing could be evaluated in this sweep: {summary['failed']}")
         return summary
+
+    @task(execution_timeout=timedelta(minutes=2), retries=0)
+    def verdict(summary: dict) -> None:
+        """The run's colour: red when any measurement failed (the others were still measured and promoted)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if summary["failed"]:
+            lines = "\n".join(f"  {f['error']}" for f in summary["failed"])
+            raise AirflowFailException(f"{len(summary['failed'])} measurement(s) failed:\n{lines}")
+        print(f"{summary['ok']} measured, {summary['skipped']} already measured, of {summary['planned']} models")
 
     data = prepare_data()
     planned = plan(data)
@@ -211,7 +224,10 @@ def cnn_evaluation() -> None:
         m = measure_task(r).partial(dataset=data).expand(variant=pulled)
         requested(r) >> m
         measured.append(m)
-    summarize(data, planned, *measured)
+    summary = summarize(data, planned)
+    for m in measured:
+        m >> summary
+    verdict(summary)
 
 
 dag = cnn_evaluation()
