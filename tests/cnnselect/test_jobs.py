@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,9 @@ def test_discovery_runs_on_cron_runs_by_default_and_is_capped(measured_home: Pat
 
 
 def test_a_cron_run_started_long_after_its_slot_plans_nothing() -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    slot = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+    slot = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
     assert jobs.missed_slot("scheduled", slot, slot + timedelta(hours=7), 60)  # unpaused at 10:00: not tonight's
     assert not jobs.missed_slot("scheduled", slot, slot + timedelta(minutes=5), 60)  # on time
     assert not jobs.missed_slot("manual", slot, slot + timedelta(hours=7), 60)  # a person asked: always runs
