@@ -89,6 +89,7 @@ def main() -> None:
             "peak_stage": stage.removeprefix("peak_rss_mb_"),
             "status": ", ".join(f"{o['runner']} {o['status']}" for o in outs),
             "error": "; ".join(o.get("error", "") for o in outs if o.get("error"))[:300],
+            "peaks": {k.removeprefix("peak_rss_mb_"): round(v) for k, v in peaks.items()},
         }
         done[name] = row
         with state.open("a") as f:

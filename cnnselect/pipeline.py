@@ -287,11 +287,16 @@ class _Job:
                 self.outcomes[r] = self.fail(r, exc)
             return [self.outcomes[r] for r in self.runners]
         measured = {}
-        for r in todo:
+        if self.reference.name not in todo:
+            self.ref_session = None
+        # the reference runner first, so its session (and the activations its arena holds) is freed before any
+        # other runner converts or calibrates: with EfficientNet-B7 at 600 px that arena alone is gigabytes
+        for r in sorted(todo, key=lambda r: r != self.reference.name):
             try:
                 measured[r] = self.measure(r)
             except Exception as exc:
                 self.outcomes[r] = self.fail(r, exc)
+            self.ref_session = None
         self.gate_and_log(measured)
         shutil.rmtree(self.work, ignore_errors=True)
         return [self.outcomes[r] for r in self.runners]
@@ -374,8 +379,8 @@ class _Job:
         if isinstance(runner, PeakMemory):
             runner.reset_peak_memory()
         with self.peaks.stage(f"accuracy_{r}"):
-            if r == self.reference.name and artifact == self.fp32.path:  # the reference ran this artifact already
-                rss0, session, logits = _rss_mb(), self.ref_session, self.ref_logits
+            if r == self.reference.name and artifact == self.fp32.path and self.ref_session is not None:
+                rss0, session, logits = _rss_mb(), self.ref_session, self.ref_logits  # ran this artifact already
             else:
                 rss0 = _rss_mb()
                 session = _stage("load", lambda: runner.load(artifact))

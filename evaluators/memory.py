@@ -1,7 +1,9 @@
 """Peak resident memory per stage of an evaluation (``peak_rss_mb_<stage>`` metrics).
 
 On Linux the kernel keeps the process's high-water mark (``VmHWM``) and lets a process reset it (writing ``5`` to
-``/proc/self/clear_refs``), so each stage's peak is exact and costs two small file operations. Elsewhere the peak is
+``/proc/self/clear_refs``), so each stage's peak is exact and costs two small file operations. Before each stage the
+C heap's free memory is returned to the kernel (``malloc_trim``): an export or a reference pass frees gigabytes of
+activations that glibc would otherwise keep mapped, and count in every later stage's peak. Elsewhere the peak is
 the process's lifetime maximum (``ru_maxrss``), an upper bound.
 """
 
@@ -28,7 +30,16 @@ def _hwm_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
+def trim() -> None:
+    """Hand the C heap's free memory back to the kernel (glibc keeps freed blocks of big tensors mapped otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _reset() -> None:
+    trim()
     with contextlib.suppress(OSError):
         _CLEAR.write_text("5")
 

@@ -28,6 +28,9 @@ class _Calibration:
         self._batches: Iterator[Any] = data.batches(batch_size)
 
     def get_next(self) -> dict[str, Any] | None:
+        from evaluators.memory import trim
+
+        trim()  # the last batch's activations, freed by onnxruntime, back to the kernel before the next
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
 
