@@ -105,8 +105,8 @@ def main() -> None:
         {
             "model": r["model"],
             "px": r["size"],
-            "wall s": r["wall_s"],
-            "peak RSS MB": r["peak_rss_mb"],
+            "wall s": round(r["wall_s"], 1),
+            "peak RSS MB": int(round(r["peak_rss_mb"])) if r["peak_rss_mb"] == r["peak_rss_mb"] else "n/a",
             "peak at": r["peak_stage"],
             "status": r["status"] + (f" ({r['error']})" if r["error"] else ""),
         }

@@ -57,7 +57,8 @@ def export_onnx(model: torch.nn.Module, example: np.ndarray, out_dir: str | Path
         else:
             stale.unlink()
     path = out / "model.onnx"
-    x = torch.from_numpy(np.ascontiguousarray(example[:1]))
+    # two examples: a batch of one lets torch.export specialise the batch dimension (ConvNeXt then fails to export)
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate([example[:1]] * 2)))
     batch = torch.export.Dim("batch", min=1, max=4096)
     chatter = io.StringIO()
     try:
