@@ -206,7 +206,7 @@ def cnn_evaluation() -> None:
             raise RuntimeError(f"nothing could be evaluated in this sweep: {summary['failed']}")
         return summary
 
-    @task(execution_timeout=timedelta(minutes=2), retries=0)
+    @task(execution_timeout=timedelta(minutes=2))  # AirflowFailException: never retried
     def verdict(summary: dict) -> None:
         """The run's colour: red when any measurement failed (the others were still measured and promoted)."""
         from airflow.sdk.exceptions import AirflowFailException
