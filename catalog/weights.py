@@ -47,10 +47,7 @@ class PulledModel:
     model: torch.nn.Module
     num_classes: int
     source: str
-    weights_digest: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
+    weights_digest: str  # what the model is fed is evaluators.images.Preprocess: declared there once
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,19 +71,13 @@ def create_model(entry: CatalogEntry, num_classes: int, pretrained: bool = False
 
 
 def _finish(entry: CatalogEntry, model: torch.nn.Module, num_classes: int, source: str, **details: Any) -> PulledModel:
-    import timm.data
-
     model.eval()
-    cfg = timm.data.resolve_data_config({}, model=model)
     return PulledModel(
         entry=entry,
         model=model,
         num_classes=num_classes,
         source=source,
         weights_digest=weights_digest(model),
-        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
-        interpolation=str(cfg.get("interpolation", "bicubic")),
         details=details,
     )
 

@@ -261,12 +261,12 @@ def evaluate_isolated(
     import queue
 
     from catalog import get_profile
-    from cnnselect.pipeline import _Job, validate_variant
+    from cnnselect.pipeline import ModelJob, validate_variant
     from evaluators.data import load_manifest
 
     settings = Settings()
     validate_variant(variant)
-    job = _Job(
+    job = ModelJob(
         variant,
         get_profile(profile),
         load_manifest(dataset_root, settings.manifest_dir),

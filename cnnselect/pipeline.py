@@ -211,11 +211,11 @@ def evaluate_model(
     validate_variant(variant)  # the name reaches paths and MLflow tags: refuse '../x' and the like up front
     filter_literal("sweep id", sweep)  # the sweep id reaches MLflow filter strings: no quotes or control characters
     manifest = load_manifest(dataset_root, settings.manifest_dir)
-    job = _Job(variant, profile, manifest, runners, sweep, weights, settings, say, latency)
+    job = ModelJob(variant, profile, manifest, runners, sweep, weights, settings, say, latency)
     return job.run()
 
 
-class _Job:
+class ModelJob:
     """One model on its runners: resolve once, measure each runner, gate them together, log each."""
 
     def __init__(

@@ -66,10 +66,6 @@ class SplitManifest:
     def count(self) -> int:
         return len(self.files)
 
-    @property
-    def skipped(self) -> dict[str, str]:  # the name earlier versions used
-        return self.quarantined
-
     def label_of(self, rel: str) -> str:
         """The class of an image: the first folder below the split (nested folders belong to it)."""
         return rel.split("/")[1]

@@ -174,7 +174,6 @@ def write_fitted_checkpoint(cache: Path, name: str, seed: int, images: dict[str,
     preprocessing (a squashed resize, another crop, another mean) scores less.
     """
     import timm
-    from safetensors.torch import save_file
     from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
     torch.manual_seed(seed)
@@ -200,13 +199,19 @@ def write_fitted_checkpoint(cache: Path, name: str, seed: int, images: dict[str,
         for j, c in enumerate(classes):
             head.weight[c] = solution[:-1, j].float()
             head.bias[c] = solution[-1, j].float()
-    cfg = timm.get_pretrained_cfg(name)
-    repo = cache / f"models--{cfg.hf_hub_id.replace('/', '--')}"
-    commit = f"{seed:040x}"
+    return write_hub_checkpoint(cache, name, model.state_dict(), f"{seed:040x}")
+
+
+def write_hub_checkpoint(cache: Path, name: str, state: dict, commit: str = "f" * 40) -> Path:
+    """``state`` as the hub delivers timm's ``name``: the huggingface_hub cache layout, ``model.safetensors``."""
+    import timm
+    from safetensors.torch import save_file
+
+    repo = cache / f"models--{timm.get_pretrained_cfg(name).hf_hub_id.replace('/', '--')}"
     snap = repo / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     path = snap / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import REPO
-from tests.photos import hub_env
+from tests.photos import hub_env, write_hub_checkpoint
 
 ENTRY = "test_resnet.r160_in1k"
 PRETRAIN = (
@@ -85,8 +85,6 @@ print(json.dumps(out, default=str))
 
 
 def test_pretrained_backbone_from_the_hub_cache_beats_scratch_with_the_same_recipe(tmp_path: Path) -> None:
-    import timm
-    from safetensors.torch import save_file
 
     namespace: dict = {}
     exec(COMMON, namespace)  # the same crops code as the child
@@ -95,16 +93,7 @@ def test_pretrained_backbone_from_the_hub_cache_beats_scratch_with_the_same_reci
 
     pretrain = namespace["Crops"](PRETRAIN, 50, seed=0)
     backbone = FinetuneSource(pretrain, epochs=5, seed=0).pull(get_entry(ENTRY), 1000).model  # a 1000-way head
-    cfg = timm.get_pretrained_cfg(ENTRY)
-    repo = tmp_path / "hub" / f"models--{cfg.hf_hub_id.replace('/', '--')}"
-    commit = "f" * 40
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    save_file(
-        {k: v.contiguous() for k, v in backbone.state_dict().items()},
-        str(repo / "snapshots" / commit / "model.safetensors"),
-    )
+    write_hub_checkpoint(tmp_path / "hub", ENTRY, backbone.state_dict())
 
     env = {**os.environ, **hub_env(tmp_path / "hub")}
     done = subprocess.run(
