@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,18 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "server-like": {"target": "cpu", "max_latency_ms": 10.0, "latency_percentile": 99, "min_top1": 0.95},
 }
+
+
+@contextlib.contextmanager
+def task_output() -> Iterator[None]:
+    """Inside an Airflow task: progress libraries print to stderr goes to stdout (the task log's INFO lines).
+
+    Airflow shows every stderr line as an ERROR, MLflow's "Created version '3' of model" included. MLflow's own log
+    records reach Airflow's handlers at their level when MLflow does not install its stderr handler
+    (``MLFLOW_CONFIGURE_LOGGING=false``, set by the DAG files before anything imports MLflow).
+    """
+    with contextlib.redirect_stderr(sys.stdout):
+        yield
 
 
 def prepare_data(
@@ -124,6 +139,36 @@ def plan(
     log.info("plan: %d asked %s; cold start added %s; discovery added %s", len(asked), asked, cold or "none",
              found_new or "none")  # fmt: skip
     return chosen
+
+
+def check_request(models: list[str], runners: list[str], weights: str, queued: list[str]) -> list[str]:
+    """The requested runners, once every name in the request is known; else one ValueError naming each bad one.
+
+    ``queued``: the runners the DAG has a queue for. Each unknown model is named once, with the closest names.
+    """
+    import catalog
+    from catalog._registry import UnknownNameError
+    from catalog.weights import SOURCES
+    from evaluators.runners import RUNNER_NAMES
+
+    problems = []
+    for name in dict.fromkeys(models):
+        try:
+            catalog.get_entry(name)
+        except UnknownNameError as exc:
+            problems.append(str(exc))
+    for name in dict.fromkeys(runners):
+        if name not in RUNNER_NAMES or name not in queued:
+            problems.append(str(UnknownNameError("runner", name, [r for r in RUNNER_NAMES if r in queued],
+                                                 listing="`cnnselect runners` lists them")))  # fmt: skip
+    named = [s for s in SOURCES if s != "file"]
+    if weights not in named and not (weights.startswith("file:") and weights[len("file:") :]):
+        problems.append(f"unknown weights {weights!r}: use one of {', '.join(named)} or file:<path or URI>")
+    if not runners:
+        problems.append(f"no runner requested: name at least one of {', '.join(queued)}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return list(dict.fromkeys(runners))
 
 
 def missed_slot(run_type: str, slot: Any, started: Any, grace_minutes: int) -> bool:

@@ -32,28 +32,50 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 
+# MLflow's own stderr handler would show each of its INFO records as a red ERROR line in the task logs: let its
+# records reach Airflow's handlers at their own level (set before any task imports MLflow)
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
 EVALUATIONS = Asset("cnnselect://evaluations")
 # Cron cadence; "none" = manual runs only. An environment constant read at parse time (no DB, no Variable).
 SCHEDULE = os.environ.get("CNNSELECT_EVALUATION_SCHEDULE", "0 3 * * *")
 PROFILES = ["demo", "smoke", "full"]
-# runner -> (Celery queue, host pool). One slot per host pool: nothing else heavy runs on a host while it measures.
-RUNNERS = {
-    "cpu": ("default", "cnnselect-cpu-host"),
-    "edge": ("edge", "cnnselect-cpu-host"),  # the 1-thread INT8 stand-in shares the CPU host (a real edge host: own)
-    "torch-cpu": ("default", "cnnselect-cpu-host"),
-    "gpu": ("gpu", "cnnselect-gpu-host"),
-    "gpu-bf16": ("gpu", "cnnselect-gpu-host"),
-    "gpu-ort": ("gpu", "cnnselect-gpu-host"),
-    "gpu-trt": ("gpu", "cnnselect-gpu-host"),
-    "openvino-fp32": ("default", "cnnselect-cpu-host"),
-    "openvino-bf16": ("default", "cnnselect-cpu-host"),
-    "openvino-int8": ("default", "cnnselect-cpu-host"),
-    "executorch-xnnpack-fp32": ("edge", "cnnselect-cpu-host"),  # mobile kernels, measured on the CPU host
-    "executorch-xnnpack-int8": ("edge", "cnnselect-cpu-host"),
-    "litert-fp32": ("edge", "cnnselect-cpu-host"),
-    "litert-int8": ("edge", "cnnselect-cpu-host"),
+# Where measurements run. RUNNERS: runner -> the Celery queue of the host kind it measures on; QUEUES: queue -> the
+# host pool it occupies (one slot per pool: nothing else heavy runs on a host while it measures).
+QUEUES = {
+    "default": "cnnselect-cpu-host",  # the server CPU host
+    "edge": "cnnselect-cpu-host",  # edge and mobile runtimes; a real edge device runs its own worker on this queue
+    "gpu": "cnnselect-gpu-host",
 }
-POOLS = sorted({pool for _, pool in RUNNERS.values()})
+RUNNERS = {
+    "cpu": "default",
+    "torch-cpu": "default",
+    "openvino-fp32": "default",
+    "openvino-bf16": "default",
+    "openvino-int8": "default",
+    "edge": "edge",  # the 1-thread INT8 stand-in
+    "executorch-xnnpack-fp32": "edge",  # mobile kernels, measured on the CPU host
+    "executorch-xnnpack-int8": "edge",
+    "litert-fp32": "edge",
+    "litert-int8": "edge",
+    "gpu": "gpu",
+    "gpu-bf16": "gpu",
+    "gpu-ort": "gpu",
+    "gpu-trt": "gpu",
+}
+# The queues this deployment runs workers for, read at parse time (an environment constant, like the schedule). One
+# measure task per deployed queue; a runner whose queue is not deployed is measured on `default` (one host: the
+# embedded default, where a GPU runner reports itself unavailable at once).
+DEPLOYED = [q.strip() for q in os.environ.get("CNNSELECT_QUEUES", "default").split(",") if q.strip()]
+if "default" not in DEPLOYED or not set(DEPLOYED) <= set(QUEUES):
+    raise ValueError(f"CNNSELECT_QUEUES={','.join(DEPLOYED)}: name 'default' and any of {', '.join(QUEUES)}")
+
+
+def queue_of(runner: str) -> str:
+    return RUNNERS[runner] if RUNNERS[runner] in DEPLOYED else "default"
+
+
+POOLS = sorted(set(QUEUES.values()))
 TRANSIENT_STAGES = {"log"}  # MLflow unreachable while logging: retry; everything else is the model's own fault
 
 
@@ -114,32 +136,42 @@ def cnn_evaluation() -> None:
 
         params = get_current_context()["params"]
         try:
-            return jobs.prepare_data(params["dataset_dir"] or None)
+            with jobs.task_output():
+                return jobs.prepare_data(params["dataset_dir"] or None)
         except GateError as exc:  # the data will not fix itself: fail at once, the report is in MLflow
             raise AirflowFailException(str(exc)) from exc
 
     @task(execution_timeout=timedelta(minutes=10))
     def plan(dataset: dict) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from cnnselect import jobs
 
         context = get_current_context()
         dag_run = context["dag_run"]
         p, run_type = context["params"], str(getattr(dag_run.run_type, "value", dag_run.run_type))
+        try:  # a request naming no real model, runner or weights source is refused now, before any work
+            jobs.check_request(p["models"], p["runners"], p["weights"], list(RUNNERS))
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
         slot, started = getattr(dag_run, "run_after", None) or dag_run.logical_date, dag_run.start_date
         if jobs.missed_slot(run_type, slot, started, p["late_start_grace_minutes"]):
             print(f"cron slot {slot} started at {started}: too late (late_start_grace_minutes), nothing planned")
             return []
-        return jobs.plan(
-            p["profile"],
-            p["models"] or None,
-            dataset=dataset,
-            discover_new=jobs.discovery_on(p["discover"], run_type),
-            discover_limit=p["discover_limit"],
-            cold_start=jobs.discovery_on(p["cold_start"], run_type),
-        )
+        with jobs.task_output():
+            return jobs.plan(
+                p["profile"],
+                p["models"] or None,
+                dataset=dataset,
+                discover_new=jobs.discovery_on(p["discover"], run_type),
+                discover_limit=p["discover_limit"],
+                cold_start=jobs.discovery_on(p["cold_start"], run_type),
+            )
 
     @task(map_index_template="{{ variant_label }}", pool="cnnselect-cpu-host", execution_timeout=timedelta(hours=4))
     def pull(variant: str, dataset: dict) -> str:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from cnnselect import jobs
 
         context = get_current_context()
@@ -147,70 +179,69 @@ def cnn_evaluation() -> None:
         p = context["params"]
         try:
             jobs.pull(variant, p["profile"], dataset["root"], p["weights"])
-        except Exception as exc:  # recorded by the measuring tasks, which fail fast with the reason
-            print(f"pull of {variant} failed; each runner will record why: {exc}")
+        except Exception as exc:  # the model's own fault: red here, and each of its runners records it in MLflow
+            raise AirflowFailException(f"pull of {variant} failed: {exc}") from exc
         return variant
 
-    def requested(runner: str):  # decided on the default queue: an unrequested runner's queue may have no worker
-        @task.short_circuit(
-            task_id=f"requested_{runner.replace('-', '_')}",
-            ignore_downstream_trigger_rules=False,  # skip only this runner's measurements, not summarize
-            execution_timeout=timedelta(minutes=2),
-        )
-        def is_requested() -> bool:
-            return runner in get_current_context()["params"]["runners"]
-
-        return is_requested()
-
-    def measure_task(runner: str):  # one mapped task per runner: its own queue and host pool
-        queue, pool = RUNNERS[runner]
-
+    def measure_task(queue: str):  # one mapped task per deployed queue, an item per model: its runners on this queue
         @task(
-            task_id=f"measure_{runner.replace('-', '_')}",
+            task_id=f"measure_{queue}",
             queue=queue,
-            pool=pool,
+            pool=QUEUES[queue],
             map_index_template="{{ variant_label }}",
+            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,  # a failed pull fails its own model, not the others
         )
-        def measure(variant: str, dataset: dict) -> dict:
+        def measure(variant: str, dataset: dict) -> list[dict]:
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
             from cnnselect import jobs
 
             context = get_current_context()
-            context["variant_label"] = f"{variant} on {runner}"  # type: ignore[typeddict-unknown-key]
             p = context["params"]
-            if runner not in p["runners"]:
-                raise AirflowSkipException(f"runner {runner!r} not requested (runners={p['runners']})")
-            (out,) = jobs.evaluate(variant, p["profile"], dataset["root"], [runner], context["run_id"], p["weights"])
-            print(jobs.outcome_summary(out))  # the log ends with what was measured and where it was logged
-            if out["status"] == "failed":
-                if out.get("stage") in TRANSIENT_STAGES:
-                    raise RuntimeError(out["error"])  # retried with back-off
-                raise AirflowFailException(out["error"])  # permanent: fail fast, recorded in MLflow already
-            if out["status"] == "skipped":  # measured before with the same key: the grid shows it as skipped
-                raise AirflowSkipException(f"{variant} on {runner}: already measured (MLflow run {out['run_id']})")
-            return {k: out.get(k) for k in ("variant", "runner", "status", "run_id", "model_uri")}
+            runners = [r for r in p["runners"] if queue_of(r) == queue]
+            context["variant_label"] = f"{variant} on {', '.join(runners) or queue}"  # type: ignore[typeddict-unknown-key]
+            if not runners:
+                raise AirflowSkipException(f"no runner of queue {queue!r} requested (runners={p['runners']})")
+            with jobs.task_output():
+                outs = jobs.evaluate(variant, p["profile"], dataset["root"], runners, context["run_id"], p["weights"])
+            print("\n\n".join(jobs.outcome_summary(o) for o in outs))  # the log ends with what was measured, where
+            failed = [o for o in outs if o["status"] == "failed"]
+            if any(o.get("stage") in TRANSIENT_STAGES for o in failed):
+                raise RuntimeError("; ".join(o["error"] for o in failed))  # retried; what was logged is skipped then
+            if failed:  # permanent: fail fast, recorded in MLflow already (the other runners' results stay)
+                raise AirflowFailException("; ".join(f"{o['runner']}: {o['error']}" for o in failed))
+            if all(o["status"] == "skipped" for o in outs):  # measured before with the same keys: shown as skipped
+                raise AirflowSkipException(f"{variant} on {', '.join(runners)}: already measured")
+            return [{k: o.get(k) for k in ("variant", "runner", "status", "run_id", "model_uri")} for o in outs]
 
         return measure
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[EVALUATIONS], execution_timeout=timedelta(minutes=5))
-    def summarize(dataset: dict, planned: list) -> dict:
+    def summarize(dataset: dict, planned: list | None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from cnnselect import jobs
 
+        if planned is None:  # plan failed (a refused request): nothing ran, nothing to announce
+            raise AirflowSkipException("nothing was planned")
         context = get_current_context()
-        summary = jobs.summarize(dataset["name"], context["run_id"])
+        with jobs.task_output():
+            summary = jobs.summarize(dataset["name"], context["run_id"])
         summary["planned"] = len(planned)
-        asked = len(planned) * len([r for r in context["params"]["runners"] if r in RUNNERS])
+        asked = len(planned) * len(set(context["params"]["runners"]))
         summary["skipped"] = max(0, asked - summary["ok"] - len(summary["failed"]))  # already measured
-        if planned and summary["ok"] == 0 and not summary["skipped"]:
+        if asked and summary["ok"] == 0 and not summary["skipped"]:
             raise RuntimeError(f"nothing could be evaluated in this sweep: {summary['failed']}")
         return summary
 
-    @task(execution_timeout=timedelta(minutes=2))  # AirflowFailException: never retried
-    def verdict(summary: dict) -> None:
+    # the run's one leaf, so its state is the run's: ALL_DONE, to be red after a failed plan too
+    @task(execution_timeout=timedelta(minutes=2), trigger_rule=TriggerRule.ALL_DONE)
+    def verdict(summary: dict | None) -> None:
         """The run's colour: red when any measurement failed (the others were still measured and promoted)."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException  # never retried
 
+        if summary is None:
+            raise AirflowFailException("nothing was summarized: an earlier task failed (its log says why)")
         if summary["failed"]:
             lines = "\n".join(f"  {f['error']}" for f in summary["failed"])
             raise AirflowFailException(f"{len(summary['failed'])} measurement(s) failed:\n{lines}")
@@ -219,14 +250,9 @@ def cnn_evaluation() -> None:
     data = prepare_data()
     planned = plan(data)
     pulled = pull.partial(dataset=data).expand(variant=planned)
-    measured = []
-    for r in RUNNERS:
-        m = measure_task(r).partial(dataset=data).expand(variant=pulled)
-        requested(r) >> m
-        measured.append(m)
     summary = summarize(data, planned)
-    for m in measured:
-        m >> summary
+    for q in DEPLOYED:  # no row for a runner nobody asked for, nor for a queue this deployment has no worker for
+        pulled >> measure_task(q).partial(dataset=data).expand(variant=planned) >> summary
     verdict(summary)
 
 

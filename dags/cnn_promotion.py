@@ -22,12 +22,14 @@ alias (`team-<name>`) on the dataset's registered model (`cnnselect-<dataset>`).
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 EVALUATIONS = Asset("cnnselect://evaluations")
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # as in cnn_evaluation.py: MLflow's records at their level
 
 
 @dag(
@@ -52,29 +54,43 @@ EVALUATIONS = Asset("cnnselect://evaluations")
 def cnn_promotion() -> None:
     @task
     def list_teams() -> list[str]:
-        from registry.teams import list_teams as all_teams
+        """The teams to promote: every file that validates.
+
+        A bad file is reported here and turns the run red in ``report``, after the good teams were promoted.
+        """
+        from registry.teams import scan_teams
 
         params = get_current_context()["params"]
-        known = [t.name for t in all_teams(params["teams_dir"] or None)]
-        return list(params["teams"]) or known
+        scan = scan_teams(params["teams_dir"] or None)
+        if scan.errors:
+            print(scan.error())
+        return list(params["teams"]) or [t.name for t in scan.teams]
 
     @task(map_index_template="{{ team_label }}")
     def promote(team: str) -> dict:
+        from cnnselect.jobs import task_output
         from registry.client import Registry
         from registry.promotion import promote as promote_team
 
         context = get_current_context()
         context["team_label"] = team  # type: ignore[typeddict-unknown-key]
         registry = Registry(teams_dir=context["params"]["teams_dir"] or None)
-        return promote_team(team, registry, sweep=context["run_id"]).as_dict()
+        with task_output():
+            return promote_team(team, registry, sweep=context["run_id"]).as_dict()
 
     @task
     def report(decisions: list[dict]) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from registry.promotion import Decision
+        from registry.teams import scan_teams
 
         blocks = {d["team"]: Decision(**{**d, "shortlist": tuple(d["shortlist"]), "reasons": tuple(d["reasons"])})
                   for d in decisions}  # fmt: skip
         print("\n\n".join("\n".join(b.describe()) for b in blocks.values()))  # one readable block per team
+        bad = scan_teams(get_current_context()["params"]["teams_dir"] or None).error()
+        if bad is not None:  # the good teams are promoted above; the run is red until every file validates
+            raise AirflowFailException(str(bad))
         return {team: b.describe()[1].strip() for team, b in blocks.items()}
 
     report(promote.expand(team=list_teams()))

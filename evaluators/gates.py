@@ -93,12 +93,13 @@ def _gx() -> tuple[Any, Any, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from workers without network
     import logging
 
+    # before the import: importing GX logs ~200 INFO lines of its own (one per decorated API) into every task log
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     if not _CONTEXT:
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         _CONTEXT.append(context)

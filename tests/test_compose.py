@@ -171,6 +171,8 @@ def test_worker_queues(rendered):
     assert gpu[:3] == ["airflow", "celery", "worker"], gpu
     assert _has_flag(cpu, "-q", "default,edge"), cpu
     assert _has_flag(gpu, "-q", "gpu"), gpu
+    # cnn_evaluation gets one measure task per queue that has a worker (without the gpu profile: no gpu row)
+    assert services["airflow-scheduler"]["environment"]["CNNSELECT_QUEUES"] == "default,edge"
 
 
 def test_gpu_worker_reserves_nvidia_device_behind_profile(rendered):

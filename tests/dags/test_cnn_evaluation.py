@@ -19,6 +19,8 @@ def _load_dag():
 
 def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
+    import timm
+    from safetensors.torch import save_file
 
     from registry.client import Registry
     from registry.constraints import Constraints
@@ -26,13 +28,30 @@ def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, m
 
     monkeypatch.setenv("CNNSELECT_HOME", str(tmp_path / "home"))
     dag = _load_dag()
-    conf = {"profile": "smoke", "models": ["test_efficientnet.r160_in1k", "no_such_model"], "runners": ["cpu", "edge"]}
+    # a typo is refused before any work, naming the closest model; nothing is logged
+    typo = dag.test(run_conf={"profile": "smoke", "models": ["test_efficientnet.r160_in1"], "runners": ["cpu"]})
+    assert typo.state == "failed"
+    first = {(ti.task_id, ti.map_index): ti.state for ti in typo.get_task_instances()}
+    assert first[("plan", -1)] == "failed" and first[("summarize", -1)] == "skipped", first  # no asset
+    assert first[("verdict", -1)] == "failed"  # the run's leaf: red
+    assert {state for (task, _), state in first.items() if task in ("pull", "measure_default")} == {"upstream_failed"}
+
+    # a checkpoint that fits one model: the other is a broken model, red where it broke, the first still measured
+    ckpt = tmp_path / "resnet.safetensors"
+    save_file(timm.create_model("test_resnet.r160_in1k", num_classes=10).state_dict(), str(ckpt))
+    conf = {
+        "profile": "smoke",
+        "models": ["test_resnet.r160_in1k", "test_efficientnet.r160_in1k"],
+        "runners": ["cpu", "edge"],
+        "weights": f"file:{ckpt}",
+    }
     run = dag.test(run_conf=conf)
     assert run.state == "failed"  # red: a model failed, though the other was measured, registered and announced
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    for runner in ("measure_cpu", "measure_edge"):  # one mapped task per model on each requested runner
-        assert states[(runner, 0)] == "success" and states[(runner, 1)] == "failed", states
-    assert states[("measure_gpu", -1)] == "skipped" and states[("measure_torch_cpu", -1)] == "skipped"
+    assert states[("pull", 0)] == states[("pull", 1)] == "success"  # a file source trains nothing: loaded when measured
+    # one host (no CNNSELECT_QUEUES): one measure task, an item per model measuring its runners
+    assert states[("measure_default", 0)] == "success" and states[("measure_default", 1)] == "failed", states
+    assert not any(task.startswith("measure_") and task != "measure_default" for task, _ in states)  # no noise
     assert states[("summarize", -1)] == "success" and states[("verdict", -1)] == "failed"
 
     settings = Settings()
@@ -42,11 +61,11 @@ def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, m
     ok = [r for r in runs if r.data.tags["cnnselect.status"] == "ok"]
     failed = [r for r in runs if r.data.tags["cnnselect.status"] == "failed"]
     assert {(r.data.tags["cnnselect.variant"], r.data.tags["cnnselect.runner"]) for r in ok} == {
-        ("test_efficientnet.r160_in1k", "cpu"),
-        ("test_efficientnet.r160_in1k", "edge"),
+        ("test_resnet.r160_in1k", "cpu"),
+        ("test_resnet.r160_in1k", "edge"),
     }
-    assert {r.data.tags["cnnselect.variant"] for r in failed} == {"no_such_model"}
-    assert "unknown catalog entry 'no_such_model'" in failed[0].data.tags["cnnselect.error"]
+    assert {r.data.tags["cnnselect.variant"] for r in failed} == {"test_efficientnet.r160_in1k"}
+    assert "test_efficientnet.r160_in1k: the checkpoint" in failed[0].data.tags["cnnselect.error"]  # names the fix
     for r in ok:  # the dataset is logged as an input with its digest; metrics are real and in range
         assert r.inputs.dataset_inputs[0].dataset.name == "digits"
         assert 0.0 <= r.data.metrics["top1"] <= 1.0 and r.data.metrics["latency_p95_ms"] > 0
@@ -54,14 +73,12 @@ def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, m
     assert len(versions) == 2
 
     answer = Registry(settings=settings).get_best(Constraints(target="edge"))
-    assert answer.candidate.variant == "test_efficientnet.r160_in1k" and answer.uri.startswith(
-        "models:/cnnselect-digits/"
-    )
+    assert answer.candidate.variant == "test_resnet.r160_in1k" and answer.uri.startswith("models:/cnnselect-digits/")
 
     # a rerun with nothing new measures nothing and registers nothing
-    rerun = dag.test(run_conf={**conf, "models": ["test_efficientnet.r160_in1k"]})
+    rerun = dag.test(run_conf={**conf, "models": ["test_resnet.r160_in1k"]})
     assert rerun.state == "success"
     again = {(ti.task_id, ti.map_index): ti.state for ti in rerun.get_task_instances()}
-    assert again[("measure_cpu", 0)] == "skipped" and again[("measure_edge", 0)] == "skipped"  # not green as work
+    assert again[("measure_default", 0)] == "skipped"  # not green as work
     assert len(client.search_model_versions("name = 'cnnselect-digits'")) == 2
     assert client.search_runs([exp.experiment_id], filter_string=f"tags.`cnnselect.sweep` = '{rerun.run_id}'") == []

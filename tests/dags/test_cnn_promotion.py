@@ -48,6 +48,19 @@ def test_promotion_dag_moves_each_team_alias_once(
 
     assert len(history("cloud", Registry(teams_dir=teams))) == 1
 
+    # a bad team file: the good teams are still promoted and reported, the run is red and names the file
+    (teams / "broken.yaml").write_text("name: broken\nconstraints: {dataset: dagds, target: cpu, min_top1: 95}\n")
+    (teams / "typo.yaml").write_text("name: typo\nconstraints: {dataset: dagds, targt: cpu}\n")
+    bad = dag.test(run_conf={"teams_dir": str(teams)})
+    assert bad.state == "failed"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in bad.get_task_instances()}
+    assert states[("list_teams", -1)] == "success" and states[("report", -1)] == "failed", states
+    assert [s for (task, _), s in sorted(states.items()) if task == "promote"] == ["success", "success"]
+    from registry.teams import scan_teams
+
+    message = str(scan_teams(teams).error())
+    assert "2 of 4 team files" in message and "broken.yaml" in message and "typo.yaml" in message
+
 
 def _tiny_onnx(tmp_path: Path):
     import numpy as np

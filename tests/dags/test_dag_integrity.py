@@ -64,35 +64,52 @@ def test_every_task_has_retries_timeout_and_queue(dagbag) -> None:
             assert t.queue in ("default", "edge", "gpu"), (dag.dag_id, t.task_id, t.queue)
 
 
-def test_dag_runners_are_the_evaluators_runners(dagbag) -> None:
+def _dag_module(monkeypatch: pytest.MonkeyPatch, queues: str | None):
+    import importlib.util
+
+    if queues is None:
+        monkeypatch.delenv("CNNSELECT_QUEUES", raising=False)
+    else:
+        monkeypatch.setenv("CNNSELECT_QUEUES", queues)
+    spec = importlib.util.spec_from_file_location("cnn_evaluation_dagfile", REPO / "dags" / "cnn_evaluation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dag_runners_are_the_evaluators_runners(monkeypatch: pytest.MonkeyPatch) -> None:
     from evaluators.runners import RUNNER_NAMES
 
-    measured = {
-        t.task_id.removeprefix("measure_").replace("_", "-")
-        for t in dagbag.dags["cnn_evaluation"].tasks
-        if t.task_id.startswith("measure_")
-    }
-    assert measured == set(RUNNER_NAMES)
+    mod = _dag_module(monkeypatch, None)
+    assert set(mod.RUNNERS) == set(RUNNER_NAMES) and set(mod.RUNNERS.values()) == set(mod.QUEUES)
 
 
-def test_evaluation_is_mapped_per_model_and_runner(dagbag) -> None:
+def test_one_host_has_one_measure_task(dagbag) -> None:
+    """The embedded default (no CNNSELECT_QUEUES): every runner on the one host, no row for any other queue."""
     dag = dagbag.dags["cnn_evaluation"]
     assert dag.get_task("pull").map_index_template == "{{ variant_label }}"
-    queues = {t.task_id: (t.queue, t.pool) for t in dag.tasks if t.task_id.startswith("measure_")}
+    assert {t.task_id for t in dag.tasks} == {"prepare_data", "plan", "pull", "measure_default", "summarize", "verdict"}
+    measure = dag.get_task("measure_default")
+    assert (measure.queue, measure.pool, measure.map_index_template) == (
+        "default", "cnnselect-cpu-host", "{{ variant_label }}",
+    )  # fmt: skip
+
+
+def test_a_cluster_gets_one_measure_task_per_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _dag_module(monkeypatch, "default,edge,gpu")
+    queues = {t.task_id: (t.queue, t.pool) for t in mod.dag.tasks if t.task_id.startswith("measure_")}
     assert queues == {
-        "measure_cpu": ("default", "cnnselect-cpu-host"),
+        "measure_default": ("default", "cnnselect-cpu-host"),
         "measure_edge": ("edge", "cnnselect-cpu-host"),
-        "measure_torch_cpu": ("default", "cnnselect-cpu-host"),
         "measure_gpu": ("gpu", "cnnselect-gpu-host"),
-        "measure_gpu_bf16": ("gpu", "cnnselect-gpu-host"),
-        "measure_gpu_ort": ("gpu", "cnnselect-gpu-host"),
-        "measure_gpu_trt": ("gpu", "cnnselect-gpu-host"),
-        "measure_openvino_fp32": ("default", "cnnselect-cpu-host"),
-        "measure_openvino_bf16": ("default", "cnnselect-cpu-host"),
-        "measure_openvino_int8": ("default", "cnnselect-cpu-host"),
-        "measure_executorch_xnnpack_fp32": ("edge", "cnnselect-cpu-host"),
-        "measure_executorch_xnnpack_int8": ("edge", "cnnselect-cpu-host"),
-        "measure_litert_fp32": ("edge", "cnnselect-cpu-host"),
-        "measure_litert_int8": ("edge", "cnnselect-cpu-host"),
     }
+    assert mod.queue_of("executorch-xnnpack-int8") == "edge" and mod.queue_of("gpu-trt") == "gpu"
+    one_host = _dag_module(monkeypatch, "default")
+    assert one_host.queue_of("gpu-trt") == "default"  # measured where the DAG runs: unavailable there, said at once
+    with pytest.raises(ValueError, match="CNNSELECT_QUEUES=edge"):
+        _dag_module(monkeypatch, "edge")
+
+
+def test_the_asset_is_emitted_by_summarize(dagbag) -> None:
+    dag = dagbag.dags["cnn_evaluation"]
     assert [o.uri.rstrip("/") for o in dag.get_task("summarize").outlets] == ["cnnselect://evaluations"]

@@ -179,5 +179,6 @@ def celery_stack(root: Path, airflow_db: str, broker: str) -> Stack:
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + airflow_db,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "MLFLOW_TRACKING_URI": "http://127.0.0.1:{ml_port}",
+            "CNNSELECT_QUEUES": "default,edge",  # the two workers' queues, as docker-compose.yml sets it
         },
     )

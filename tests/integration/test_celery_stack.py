@@ -100,8 +100,9 @@ def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> 
     tis = http("GET", f"{api}/dags/cnn_evaluation/dagRuns/{run_id}/taskInstances?limit=100", token=stack.token())
     by_task = {(t["task_id"], t["map_index"]): t for t in tis["task_instances"]}
     assert by_task[("measure_edge", 0)]["state"] == "success" and by_task[("measure_edge", 0)]["queue"] == "edge"
-    assert by_task[("measure_cpu", 0)]["state"] == "success" and by_task[("measure_cpu", 0)]["queue"] == "default"
-    assert by_task[("measure_gpu", -1)]["state"] == "skipped"  # decided on the default queue: no gpu worker needed
+    assert by_task[("measure_default", 0)]["state"] == "success"
+    assert by_task[("measure_default", 0)]["queue"] == "default"
+    assert not [t for t, _ in by_task if t == "measure_gpu"]  # no gpu worker deployed: no row for it
     # each queue's tasks ran on the worker that listens to it, and only there
     edge_log = (stack.root / "worker-edge.log").read_text(errors="replace")
     default_log = (stack.root / "worker-default.log").read_text(errors="replace")
@@ -110,7 +111,7 @@ def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> 
         return re.search(rf"Executing workload in Celery:.*task_id={task_id}/", log) is not None
 
     assert ran("measure_edge", edge_log) and not ran("measure_edge", default_log)
-    assert ran("measure_cpu", default_log) and not ran("measure_cpu", edge_log)
+    assert ran("measure_default", default_log) and not ran("measure_default", edge_log)
     assert ran("pull", default_log) and not ran("pull", edge_log)
 
     # results landed, read back through MLflow's REST API
