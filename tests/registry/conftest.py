@@ -82,13 +82,11 @@ def add_version(shared_store: Settings, tiny_onnx) -> Callable[..., str]:
                 return str(base[ds].version)
         model = names.registered_model_name(ds)
         seed = client.get_model_version(model, str(base[ds].version))
-        tags = {k: v for k, v in seed.tags.items() if not k.startswith(names.METRIC_TAG_PREFIX)}
-        tags.update({
-            names.TAG_VARIANT: variant, names.TAG_RUNNER: runner, names.TAG_FINGERPRINT: fingerprint,
+        tags = {
+            **seed.tags, names.TAG_VARIANT: variant, names.TAG_RUNNER: runner, names.TAG_FINGERPRINT: fingerprint,
             names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
-        })  # fmt: skip
-        tags.update({names.metric_tag(k): repr(float(v)) for k, v in {**BASE, **metrics}.items()})
-        tags = names.with_card(tags)  # as the pipeline registers it (the seed's card copied above is replaced)
+        }  # fmt: skip
+        tags = names.version_tags(tags, {**BASE, **metrics})  # as the pipeline registers it (its own card)
         mv = client.create_model_version(model, source or seed.source, run_id=seed.run_id, tags=tags)
         return str(mv.version)
 
