@@ -49,14 +49,17 @@ def shared_store(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) ->
     return Settings(home=tmp_path_factory.mktemp("home"), tracking_uri=tracking_uri)
 
 
-def log_one(store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", **metrics: float) -> Logged:
+def log_one(
+    store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", preprocess: dict | None = None,
+    **metrics: float,
+) -> Logged:  # fmt: skip
     """One real evaluation logged and registered the way the pipeline does it."""
     path, x, y = tiny_onnx
     ref = DatasetRef(ds, "d" * 64, str(Path(path).parent), tuple("0123456789"), "h" * 64, 450)
     ev = Evaluation(
         variant, "efficientnet", runner, "int8" if runner == "edge" else "fp32", ref, f"key-{variant}-{runner}",
         "sweep-1", {"cpu_model": "x", "batch_size": "1", "threads": "all"}, "fp1", "w" * 64, "scratch", path,
-        x[:1], y[:1], {"variant": variant}, {**BASE, **metrics},
+        x[:1], y[:1], {"variant": variant}, {**BASE, **metrics}, preprocess=preprocess or {},
     )  # fmt: skip
     return log_evaluation(store, ev)
 

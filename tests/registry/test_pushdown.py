@@ -203,21 +203,27 @@ def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
 
 
 def test_the_pipeline_registers_each_version_with_few_tags_and_its_card(shared_store, tiny_onnx, ds: str) -> None:
+    from evaluators.images import Preprocess
     from tests.registry.conftest import BASE, log_one
 
-    logged = log_one(shared_store, tiny_onnx, ds, "a", top1=0.9, top5=0.99, latency_p99_ms=4.0, latency_mean_ms=1.5)
+    prep = Preprocess(32, "bicubic", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0.875)
+    extra = {"top5": 0.99, "latency_p99_ms": 4.0, "latency_mean_ms": 1.5}
+    logged = log_one(shared_store, tiny_onnx, ds, "a", preprocess=prep.to_dict(), top1=0.9, **extra)
     client = MlflowClient(shared_store.resolved_tracking_uri)
     mv = client.get_model_version(names.registered_model_name(ds), str(logged.version))
-    assert set(mv.tags) == set(names.VERSION_TAGS) - {names.TAG_PREPROCESS} and len(mv.tags) <= 20  # none given
+    assert set(mv.tags) == set(names.VERSION_TAGS) and len(mv.tags) <= 20
     assert not [k for k in mv.tags if k.startswith(names.TAG_PREFIX + "metric.")]
     run = client.get_run(logged.run_id)
-    assert run.data.metrics == {**BASE, "top1": 0.9, "top5": 0.99, "latency_p99_ms": 4.0, "latency_mean_ms": 1.5}
+    assert run.data.metrics == {**BASE, "top1": 0.9, **extra}  # every metric stays on the run
     card = names.read_card(mv.tags[names.TAG_CARD])
     assert card is not None and (card.runner, card.precision, card.batch_size, card.threads, card.family) == (
         "cpu", "fp32", 1, "all", "efficientnet"
     )  # fmt: skip
     assert card.metrics == {m: v for m, v in run.data.metrics.items() if m in names.CARD_METRICS}  # exact
     assert "**a** on `cpu` (fp32)" in mv.description and "0.900" in mv.description
+    reg = Registry(settings=shared_store)
+    answer = reg.get_best(Constraints(dataset=ds))
+    assert answer.metrics == card.metrics and reg.preprocessing(answer.candidate) == prep  # what production applies
 
 
 def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
