@@ -196,8 +196,6 @@ def usable(tags: dict[str, Any]) -> bool:
 
 def warn_uncarded(model_name: str, versions: list[str]) -> None:
     """Say which usable versions are no candidates for want of a readable card (a few named, all counted)."""
-    if not versions:
-        return
     named = ", ".join(f"v{v}" for v in versions[:5]) + (", ..." if len(versions) > 5 else "")
     log.warning(
         "%s: %d version(s) without a readable %s tag are not candidates (%s): registered before this card format or "
@@ -229,6 +227,7 @@ class CandidateIndex:
         self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
         self._table_off_until = 0.0
         self.dialect = dialect_of(tracking_uri)
+        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (HTTP reloads at every TTL)
 
     def snapshot(self, model_name: str) -> Snapshot:
         now = time.monotonic()
@@ -406,6 +405,11 @@ class CandidateIndex:
                 self._snapshots.pop(model_name, None)
                 self._light.pop(model_name, None)
 
+    def _warn(self, model_name: str, uncarded: list[str]) -> None:
+        if uncarded and self._uncarded.get(model_name) != uncarded:
+            self._uncarded[model_name] = uncarded
+            warn_uncarded(model_name, uncarded)
+
     # -- SQL stores ---------------------------------------------------------------------------------------------
 
     @property
@@ -480,7 +484,7 @@ class CandidateIndex:
                     uncarded.append(str(version))
                 else:
                     rows.by_version[version] = c
-        warn_uncarded(model_name, uncarded)
+        self._warn(model_name, uncarded)
         return rows
 
     def _delta(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:
@@ -552,7 +556,7 @@ class CandidateIndex:
             token = page.token
             if not token:
                 break
-        warn_uncarded(model_name, uncarded)
+        self._warn(model_name, uncarded)
         try:
             aliases = dict(client.get_registered_model(model_name).aliases or {})
         except MlflowException:

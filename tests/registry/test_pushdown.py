@@ -156,6 +156,11 @@ def test_a_version_without_a_readable_card_is_no_candidate_in_the_store_nor_the_
     assert {c.version for c in candidates} == set(live) - {gone, odd}
     (said,) = [r.getMessage() for r in caplog.records if "not candidates" in r.getMessage()]
     assert f"2 version(s) without a readable {names.TAG_CARD}" in said and f"v{gone}" in said and f"v{odd}" in said
+    caplog.clear()
+    reg.invalidate(ds)
+    with caplog.at_level(logging.WARNING, logger="registry.index"):
+        reg.candidates(ds)  # the same versions again (an HTTP store reloads at every TTL): said once
+    assert not [r for r in caplog.records if "not candidates" in r.getMessage()]
     monkeypatch.setattr(pushdown, "PAGE", 3)
     monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
     for trial in range(60):
