@@ -11,8 +11,9 @@ Why the answer is the index's answer:
 - every filter in SQL is implied by feasibility (a superset): a bound *or* its point estimate within budget, the
   required metrics present, parity 1, the family allowed; the exact verdict is always Python's;
 - the SQL objective never exceeds the exact one: a candidate's card holds each figure as ``repr(float)``, which
-  both sides read back as the same number, and a missing one ("-") is NULL there, ordered last as Python's +inf;
-  so once the next row's SQL objective is above the best feasible one's exact objective, nothing unread beats it.
+  both sides read back as the same number (SQLite, rarely, one ulp off: within the stopping rule's tolerance), and a
+  missing one ("-") is NULL there, ordered last as Python's +inf; so once the next row's SQL objective is above the
+  best feasible one's exact objective, nothing unread beats it.
 
 Where the rows come from, fastest first (``cold`` and ``cold_card`` in the get_best benchmark):
 
