@@ -15,14 +15,14 @@ loaded (``candidates()``, ``explain()``, promotion) answers from it. Timed, each
   every version read once and written as typed columns), which every later cold answer scans;
 - cold: ``invalidate()`` then ``get_best``, engine and connection pool open: computed in the store (on PostgreSQL
   from cnnselect's table);
-- cold_card, cold_pivot: the same without the table (where it cannot be used: a read-only role), from MLflow's
-  tables: one card tag per version (PostgreSQL), then every version's tags pivoted (SQLite's way);
+- cold_card: the same without the table (where it cannot be used: a read-only role), from MLflow's tables: one
+  card tag per version (what SQLite always reads);
 - cold_process: a new ``Registry`` after every engine was disposed, in a process that has imported everything:
   engine creation, first connection, the answer computed in the store, artifact check;
 - index_load: ``invalidate()`` then ``candidates()``: the full index load (every version and its tags);
 - new_process: ``python -c`` with nothing imported: the imports it needs and its first ``get_best`` (whole wall time
   in ``new_process_wall``, interpreter start included);
-- naive: ``search_model_versions`` paged over every version, metrics read from the version tags, then the same pure
+- naive: ``search_model_versions`` paged over every version, figures read from their cards, then the same pure
   selection (what ``get_best`` did before the index), MLflow's store already built.
 
     .venv/bin/python -m bench.bench_get_best            # 10,000 versions, sqlite and postgresql
@@ -92,8 +92,7 @@ def version_tags(base_tags: dict[str, str], i: int) -> dict[str, str]:
                "top1_drop_vs_fp32": rng.uniform(0, 0.05), "onnx_parity_ok": 1.0}  # fmt: skip
     tags = {**base_tags, names.TAG_VARIANT: f"m{i}", names.TAG_FAMILY: FAMILIES[i % len(FAMILIES)],
             names.TAG_RUNNER: runner, names.TAG_PRECISION: "fp32" if runner == "cpu" else "int8"}  # fmt: skip
-    tags.update({names.metric_tag(k): repr(v) for k, v in metrics.items()})
-    return names.with_card(tags)
+    return names.version_tags(tags, metrics)
 
 
 def seed(uri: str, home: Path, n: int, workers: int) -> tuple[float, dict[str, str], str, str]:
@@ -128,7 +127,7 @@ def seed(uri: str, home: Path, n: int, workers: int) -> tuple[float, dict[str, s
     logged = log_evaluation(settings, ev)
     model_name = names.registered_model_name(DATASET)
     seed_mv = client.get_model_version(model_name, str(logged.version))
-    base_tags = {k: v for k, v in seed_mv.tags.items() if not k.startswith(names.METRIC_TAG_PREFIX)}
+    base_tags = dict(seed_mv.tags)
 
     def one(i: int) -> None:
         client.create_model_version(model_name, seed_mv.source, run_id=seed_mv.run_id, tags=version_tags(base_tags, i))
@@ -157,8 +156,9 @@ def naive_get_best(uri: str, k) -> str:
     cands, token = [], None
     while True:
         page = client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
-        cands += [candidate_from_tags(model_name, str(mv.version), mv.run_id, mv.creation_timestamp, mv.tags)
-                  for mv in page if mv.status == "READY" and usable(mv.tags)]  # fmt: skip
+        built = [candidate_from_tags(model_name, str(mv.version), mv.run_id, mv.creation_timestamp, mv.tags)
+                 for mv in page if mv.status == "READY" and usable(mv.tags)]  # fmt: skip
+        cands += [c for c in built if c is not None]
         token = page.token
         if not token:
             return select(cands, k)[0].candidate.version
@@ -219,7 +219,7 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
     import mlflow
     from mlflow import MlflowClient
 
-    from registry import index, names, pushdown, table
+    from registry import index, names, table
     from registry.client import Registry
     from registry.constraints import Constraints
     from registry.settings import Settings
@@ -244,15 +244,13 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
         assert indexed.get_best(k).candidate.version == want, "index and in-store answers differ"
         samples = {"warm": timed(lambda: reg.get_best(k), reps * 100)}
         samples["cold"] = timed(lambda: reg.get_best(k), reps, before=lambda: reg.invalidate(DATASET))
-        assert set(reg.index.store_queries) == {"table" if typed else "pivot"}, reg.index.store_queries
-        tables, cards = table.DIALECTS, pushdown.CARD_DIALECTS
+        assert set(reg.index.store_queries) == {"table" if typed else "card"}, reg.index.store_queries
+        tables = table.DIALECTS
         try:
-            table.DIALECTS = ()  # the same from MLflow's tables: one card per version (PostgreSQL)
+            table.DIALECTS = ()  # the same from MLflow's tables: one card per version
             samples["cold_card"] = timed(lambda: reg.get_best(k), reps, before=lambda: reg.invalidate(DATASET))
-            pushdown.CARD_DIALECTS = ()  # and every version's tags pivoted (SQLite's way, and before cards)
-            samples["cold_pivot"] = timed(lambda: reg.get_best(k), reps, before=lambda: reg.invalidate(DATASET))
         finally:
-            table.DIALECTS, pushdown.CARD_DIALECTS = tables, cards
+            table.DIALECTS = tables
         samples["index_load"] = timed(lambda: reg.candidates(DATASET), reps, before=lambda: reg.invalidate(DATASET))
 
         def fresh_registry() -> None:
@@ -315,12 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=8, help="seeding threads on PostgreSQL")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = p.parse_args(argv)
+    from registry import names
+
     n, reps = (500, 5) if args.quick else (args.versions, 15)
     load_before = os.getloadavg()[0]
     rows = [bench(kind, n, args.workers, reps) for kind in args.stores.split(",")]
     load_after = os.getloadavg()[0]
     cols = ["store", "versions", "warm_p50_ms", "warm_p99_ms", "ttl_refresh_p50_ms", "changed_store_p50_ms",
-            "changed_index_p50_ms", "cold_p50_ms", "cold_card_p50_ms", "cold_pivot_p50_ms", "cold_process_p50_ms",
+            "changed_index_p50_ms", "cold_p50_ms", "cold_card_p50_ms", "cold_process_p50_ms",
             "index_load_p50_ms", "tag_rows_p50_ms", "new_process_imports_ms", "new_process_first_ms",
             "new_process_wall_ms", "naive_p50_ms", "first_ms", "seed_s"]  # fmt: skip
     body = "\n\n".join(
@@ -332,26 +332,25 @@ def main(argv: list[str] | None = None) -> int:
             "loaded computes `get_best` in the store (`registry.pushdown`: one SQL query, filters implied by "
             "feasibility, objective order, a page of versions judged exactly in Python; on PostgreSQL it scans "
             "cnnselect's own table of typed columns, `registry.table`, kept up to date under the watermark; on SQLite "
-            "it pivots the ~15 tags it needs per version); one whose index is loaded answers from memory:\n"
+            "it cuts the figures out of one card tag per version); one whose index is loaded answers from memory:\n"
             "- first_ms: the first `get_best` after seeding, once; on PostgreSQL it builds cnnselect's table (every "
             "version read and written once);\n"
             "- warm: within the TTL, the answer cached per constraints, its artifact re-checked (one stat);\n"
             "- ttl_refresh: TTL expired, nothing changed: one watermark query (the registered model's last update, "
-            "highest version, counts of fully logged versions and of cards, aliases);\n"
+            "highest version, count of versions carrying their card, aliases);\n"
             "- changed_store: TTL expired after one more version, index not loaded: the watermark, then computed in "
             "the store (on PostgreSQL the new version first written to cnnselect's table);\n"
             "- changed_index: the same with the index loaded: the watermark, only the changed versions read again, "
             "selection in memory;\n"
             "- cold: everything dropped (`invalidate()`), connection pool open: computed in the store;\n"
-            "- cold_card: the same without cnnselect's table (where it cannot be used, e.g. a read-only role): one "
-            "card tag per version, `cnnselect.card.v1`, cut with `split_part` and joined with `model_versions`;\n"
-            "- cold_pivot: the same with the cards ignored too (versions registered before cards, and SQLite's "
-            "way): every version's ~15 tags pivoted; what the table and the cards save, in the same run;\n"
+            "- cold_card: the same without cnnselect's table (where it cannot be used, e.g. a read-only role; what "
+            f"SQLite always reads): one card tag per version, `{names.TAG_CARD}`, cut with `split_part` and joined "
+            "with `model_versions`;\n"
             "- cold_process: a new Registry after every engine was disposed (new engine and first connection, then "
             "as cold), modules already imported;\n"
             "- index_load: the full index load (`candidates()` after `invalidate()`): every version and its tags, "
             "what `explain()`, promotion and the leaderboard read;\n"
-            "- tag_rows: for scale, only fetching the model's tag rows (about 27 a version) as plain rows over the "
+            "- tag_rows: for scale, only fetching the model's tag rows (15 or 16 a version) as plain rows over the "
             "same pool, nothing aggregated or built: what any full read of MLflow's tables moves;\n"
             "- new_process_imports, new_process_first, new_process_wall: a fresh `python -c`: importing "
             "`registry.client` (mlflow imported at all: "

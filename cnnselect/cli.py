@@ -205,14 +205,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_add_cards(args: argparse.Namespace) -> int:
+    from registry.cards import add_cards, prune_tags
     from registry.settings import Settings
-    from registry.tracking import add_cards
 
-    n = add_cards(Settings(), args.dataset)
+    settings = Settings()
+    n = add_cards(settings, args.dataset)
+    pruned = prune_tags(settings, args.dataset) if args.prune else 0
     if args.json:
-        print(json.dumps({"dataset": args.dataset, "cards_written": n}))
+        print(json.dumps({"dataset": args.dataset, "cards_written": n, "tags_deleted": pruned}))
     else:
-        console.print(f"{n} card(s) written on {esc(args.dataset)}'s versions")
+        console.print(f"{n} card(s) written on {esc(args.dataset)}'s versions, {pruned} old tag(s) deleted")
     return EXIT_OK
 
 
@@ -309,10 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     ac = sub.add_parser(
         "add-cards",
-        help="write the card tag on versions registered before cards, and have cnnselect's table (PostgreSQL) rebuilt "
-        "from the tags: after tags were edited by hand",
+        help="write each version's card tag from its run (versions registered before this card format, cards edited by "
+        "hand), and have cnnselect's table (PostgreSQL) rebuilt",
     )
     ac.add_argument("--dataset", default="digits")
+    ac.add_argument(
+        "--prune", action="store_true", help="also delete the tags versions no longer carry (cnnselect.metric.*, ...)"
+    )
     ac.add_argument("--json", action="store_true")
     tm = sub.add_parser("teams", help="team files")
     tm_sub = tm.add_subparsers(dest="teams_command", required=True)

@@ -1,12 +1,16 @@
 """An in-process index of candidates per registered model: answers from memory, refreshed by TTL plus a watermark.
 
 Within ``ttl_s`` of the last check a read touches no database. After it, one cheap watermark query (the registered
-model's last update, highest version, fully logged versions, aliases) decides whether anything changed; if so, only
-the versions that changed are read again (a *delta*: versions numbered above the highest seen, newly deleted ones,
-those whose run-id tag appeared since, the last updated). No clock is compared across writers. ``max_age_s`` forces a
+model's last update, highest version, versions carrying their card, aliases) decides whether anything changed; if
+so, only the versions that changed are read again (a *delta*: versions numbered above the highest seen, newly deleted
+ones, those whose card appeared since, the last updated). No clock is compared across writers. ``max_age_s`` forces a
 full reload regardless, which catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are
 read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
 tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
+
+A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint and
+family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
+before this card format, or edited by hand) is no candidate, and a warning says so.
 
 Until a model's index is loaded, ``get_best`` on a SQL store is computed in the store instead
 (:mod:`registry.pushdown`), its answers kept in a :class:`Light` entry under the same TTL and watermark rule. On
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -40,19 +43,6 @@ _TAGS_SQL = {
     "sqlite": "json_group_object(key, value)",
     "mysql": "json_objectagg(key, value)",
 }
-# the tags a Candidate is built from (metric tags by prefix): promotion and provenance tags stay in the store
-_IDENTITY_TAGS = (
-    names.TAG_VARIANT,
-    names.TAG_FAMILY,
-    names.TAG_RUNNER,
-    names.TAG_PRECISION,
-    names.TAG_FINGERPRINT,
-    names.TAG_BATCH_SIZE,
-    names.TAG_THREADS,
-    names.TAG_EVALUATOR_VERSION,
-    names.TAG_RUN_ID,
-    names.TAG_STATUS,
-)
 # two linear queries joined in Python: a join in SQL gets a quadratic nested loop when the store's statistics are stale
 _VERSIONS = """
 SELECT version, status, current_stage, creation_time, last_updated_time, run_id, storage_location, source
@@ -60,7 +50,7 @@ FROM model_versions WHERE workspace = :ws AND name = :name {only}
 """
 _TAGS = """
 SELECT version, {agg} AS tags FROM model_version_tags
-WHERE workspace = :ws AND name = :name AND (key IN :keys OR key LIKE :metrics) {only}
+WHERE workspace = :ws AND name = :name AND key IN :keys {only}
 GROUP BY version
 """
 _CHANGED = """
@@ -71,15 +61,13 @@ _DONE = """
 SELECT version FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name AND version >= :low
 """
 # registered_models.last_updated_time moves on every version created or deleted; max(version) is one index probe;
-# the run-id count moves when a version becomes fully logged (MLflow moves no timestamp for a tag); the card count
-# says whether every fully logged version has its card (a card is only ever written with the run id: equal counts,
-# equal sets)
+# the card count moves when a version gets its card later than it was registered (``cnnselect add-cards``; MLflow
+# moves no timestamp for a tag)
 _WATERMARK = """
 SELECT
   (SELECT last_updated_time FROM registered_models WHERE workspace = :ws AND name = :name),
   (SELECT max(version) FROM model_versions WHERE workspace = :ws AND name = :name),
-  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name),
-  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :card AND name = :name)
+  (SELECT count(*) FROM model_version_tags WHERE workspace = :ws AND key = :done AND name = :name)
 """
 _ALIASES = "SELECT alias, version FROM registered_model_aliases WHERE workspace = :ws AND name = :name"
 
@@ -106,7 +94,12 @@ def shared_engine(uri: str, dialect: str | None) -> Any:
                 kw: dict[str, Any] = {"pool_pre_ping": True}
                 if dialect == "sqlite":
                     kw = {"connect_args": {"check_same_thread": False}}
-                engine = _engines[key] = sa.create_engine(uri, **kw)
+                engine = sa.create_engine(uri, **kw)
+                if dialect == "sqlite":  # the card's fields cut as on PostgreSQL (registry.pushdown)
+                    from registry.pushdown import add_sqlite_functions
+
+                    sa.event.listen(engine, "connect", add_sqlite_functions)
+                _engines[key] = engine
     return engine
 
 
@@ -123,8 +116,8 @@ class Rows:
     """What a delta refresh starts from: the usable candidates by version and the store's marks at that read."""
 
     by_version: dict[int, Candidate]
-    done: set[int] = field(default_factory=set)  # versions carrying the run-id tag (fully logged), usable or not
-    pending: set[int] = field(default_factory=set)  # live versions without it yet: a later run-id tag changes them
+    done: set[int] = field(default_factory=set)  # versions carrying their card (fully logged), usable or not
+    pending: set[int] = field(default_factory=set)  # live versions without one yet: a card written later changes them
     deleted: set[int] = field(default_factory=set)
     max_updated: int = 0  # newest last_updated_time seen
     top: int = 0  # highest version number seen
@@ -171,40 +164,25 @@ class Light:
     verified: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
 
-def carded(watermark: Hashable) -> bool | None:
-    """Every fully logged version has its card (``names.TAG_CARD``), as the watermark counted them."""
-    return watermark[2] == watermark[3] if isinstance(watermark, tuple) and len(watermark) > 3 else None
-
-
 def candidate_from_tags(
     model_name: str, version: str, run_id: str, created_ms: int, tags: dict[str, Any], artifact_uri: str = ""
-) -> Candidate:
-    metrics: dict[str, float] = {}
-    cut = len(names.METRIC_TAG_PREFIX)
-    for k, v in tags.items():
-        if k.startswith(names.METRIC_TAG_PREFIX):
-            try:
-                value = float(v)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):  # MLflow would have stored NaN as 0 (mlflow#25640): unmeasured instead
-                metrics[k[cut:]] = value
-    try:
-        batch = int(tags.get(names.TAG_BATCH_SIZE) or 1)
-    except ValueError:
-        batch = -1  # unreadable operating point: never matches a constraint
+) -> Candidate | None:
+    """The candidate a version's tags describe, or None when its card is missing or unreadable."""
+    card = names.read_card(tags.get(names.TAG_CARD))
+    if card is None:
+        return None
     return Candidate(
         model_name=model_name,
         version=str(version),
         run_id=tags.get(names.TAG_RUN_ID) or run_id or "",
         variant=tags.get(names.TAG_VARIANT, ""),
-        family=tags.get(names.TAG_FAMILY, ""),
-        runner=tags.get(names.TAG_RUNNER, ""),
-        precision=tags.get(names.TAG_PRECISION, ""),
-        fingerprint=tags.get(names.TAG_FINGERPRINT, ""),
-        metrics=metrics,
-        batch_size=batch,
-        threads=tags.get(names.TAG_THREADS) or "all",
+        family=card.family,
+        runner=card.runner,
+        precision=card.precision,
+        fingerprint=card.fingerprint,
+        metrics=card.metrics,
+        batch_size=card.batch_size,
+        threads=card.threads,
         evaluator_version=tags.get(names.TAG_EVALUATOR_VERSION, ""),
         created_ms=int(created_ms or 0),
         artifact_uri=artifact_uri or "",
@@ -212,8 +190,18 @@ def candidate_from_tags(
 
 
 def usable(tags: dict[str, Any]) -> bool:
-    """Fully logged (the run-id tag is written last) and successfully evaluated."""
-    return tags.get(names.TAG_STATUS) == names.STATUS_OK and bool(tags.get(names.TAG_RUN_ID))
+    """Successfully evaluated: a candidate if its card reads (see :func:`candidate_from_tags`)."""
+    return tags.get(names.TAG_STATUS) == names.STATUS_OK
+
+
+def warn_uncarded(model_name: str, versions: list[str]) -> None:
+    """Say which usable versions are no candidates for want of a readable card (a few named, all counted)."""
+    named = ", ".join(f"v{v}" for v in versions[:5]) + (", ..." if len(versions) > 5 else "")
+    log.warning(
+        "%s: %d version(s) without a readable %s tag are not candidates (%s): registered before this card format or "
+        "edited by hand; `cnnselect add-cards --dataset %s` writes each one from its run's metrics",
+        model_name, len(versions), names.TAG_CARD, named, model_name.removeprefix("cnnselect-"),
+    )  # fmt: skip
 
 
 class CandidateIndex:
@@ -239,6 +227,7 @@ class CandidateIndex:
         self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
         self._table_off_until = 0.0
         self.dialect = dialect_of(tracking_uri)
+        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (HTTP reloads at every TTL)
 
     def snapshot(self, model_name: str) -> Snapshot:
         now = time.monotonic()
@@ -341,7 +330,7 @@ class CandidateIndex:
         """``get_best`` computed in the store without loading the index (see :mod:`registry.pushdown`).
 
         ``watermark``: the model's watermark when the caller has just read it (``Light.watermark``); it says whether
-        every fully logged version has its card and whether cnnselect's table (:mod:`registry.table`) is current.
+        cnnselect's table (:mod:`registry.table`) is current.
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
         from registry import pushdown
@@ -361,7 +350,6 @@ class CandidateIndex:
                     WORKSPACE,
                     DELETED_STAGE,
                     self.store_queries,
-                    carded(watermark) if watermark is not None else None,
                     typed,
                 )
         except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
@@ -417,6 +405,11 @@ class CandidateIndex:
                 self._snapshots.pop(model_name, None)
                 self._light.pop(model_name, None)
 
+    def _warn(self, model_name: str, uncarded: list[str]) -> None:
+        if uncarded and self._uncarded.get(model_name) != uncarded:
+            self._uncarded[model_name] = uncarded
+            warn_uncarded(model_name, uncarded)
+
     # -- SQL stores ---------------------------------------------------------------------------------------------
 
     @property
@@ -434,7 +427,7 @@ class CandidateIndex:
                 return self._watermark(model_name, own)
         import sqlalchemy as sa
 
-        args = self._args(model_name, done=names.TAG_RUN_ID, card=names.TAG_CARD)
+        args = self._args(model_name, done=names.TAG_CARD)
         row = tuple(conn.execute(sa.text(_WATERMARK), args).one())
         aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
         return (*row, aliases)
@@ -462,7 +455,7 @@ class CandidateIndex:
         import sqlalchemy as sa
 
         where = "AND version IN :only" if only is not None else ""
-        args = self._args(model_name, keys=list(_IDENTITY_TAGS), metrics=names.METRIC_TAG_PREFIX + "%")
+        args = self._args(model_name, keys=list(names.INDEX_TAGS))
         params: list[Any] = [sa.bindparam("keys", expanding=True)]
         if only is not None:
             args["only"], params = only, [*params, sa.bindparam("only", expanding=True)]
@@ -473,12 +466,12 @@ class CandidateIndex:
         versions_sql = sa.text(_VERSIONS.format(only=where))
         if only is not None:
             versions_sql = versions_sql.bindparams(sa.bindparam("only", expanding=True))
-        rows = Rows({})
+        rows, uncarded = Rows({}), []
         for version, status, stage, created, updated, run_id, location, source in conn.execute(versions_sql, args):
             version = int(version)
             rows.max_updated, rows.top = max(rows.max_updated, int(updated or 0)), max(rows.top, version)
             tags = tags_by_version.get(version, {})
-            if tags.get(names.TAG_RUN_ID):
+            if tags.get(names.TAG_CARD):
                 rows.done.add(version)
             elif stage != DELETED_STAGE:
                 rows.pending.add(version)
@@ -486,7 +479,12 @@ class CandidateIndex:
                 rows.deleted.add(version)
             if status == "READY" and stage != DELETED_STAGE and usable(tags):
                 uri = location or source or ""
-                rows.by_version[version] = candidate_from_tags(model_name, str(version), run_id, created, tags, uri)
+                c = candidate_from_tags(model_name, str(version), run_id, created, tags, uri)
+                if c is None:
+                    uncarded.append(str(version))
+                else:
+                    rows.by_version[version] = c
+        self._warn(model_name, uncarded)
         return rows
 
     def _delta(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:
@@ -497,7 +495,7 @@ class CandidateIndex:
         if old is None:
             return None
         args = self._args(model_name, since=old.max_updated, top=old.top, low=old.low)
-        args.update(done=names.TAG_RUN_ID, deleted=DELETED_STAGE)
+        args.update(done=names.TAG_CARD, deleted=DELETED_STAGE)
         try:
             with self.engine.connect() as conn:
                 changed = {int(v) for (v,) in conn.execute(sa.text(_CHANGED), args)} - old.deleted
@@ -541,20 +539,24 @@ class CandidateIndex:
 
         client = self._client()
         out: list[Candidate] = []
+        uncarded: list[str] = []
         token = None
         while True:
             page = client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
             for mv in page:
                 tags = mv.tags or {}
                 if mv.status == "READY" and usable(tags):
-                    out.append(
-                        candidate_from_tags(
-                            model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or ""
-                        )
+                    c = candidate_from_tags(
+                        model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or ""
                     )
+                    if c is None:
+                        uncarded.append(str(mv.version))
+                    else:
+                        out.append(c)
             token = page.token
             if not token:
                 break
+        self._warn(model_name, uncarded)
         try:
             aliases = dict(client.get_registered_model(model_name).aliases or {})
         except MlflowException:

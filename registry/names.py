@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from registry.errors import InvalidNameError
 
@@ -34,18 +36,40 @@ TAG_RUN_ID = "cnnselect.run_id"
 TAG_TEAM = "cnnselect.team"
 TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
 PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
-METRIC_TAG_PREFIX = "cnnselect.metric."  # metrics copied onto model versions: one registry search answers get_best
-# One tag per fully logged version: the figures a cold get_best reads in the store (registry.pushdown), in one
-# short value instead of about 15 key-value rows. It mirrors the version's own tags at registration (cnnselect never
-# edits them afterwards); the exact verdict is always taken from those tags. The format is in the key: a new one
-# gets a new key.
-TAG_CARD = "cnnselect.card.v1"
+# One tag per fully logged version holds every figure the read path judges (registry.index, registry.pushdown), in
+# one short value: the version's metrics live on its run and LoggedModel, where MLflow's UI shows and plots them. It
+# is written in the one call that registers the version, never edited by cnnselect afterwards, and a version without
+# a readable one is no candidate. The format is in the key: a new one gets a new key (v1 lacked top1_ci_high, and
+# sat beside a cnnselect.metric.<m> tag per metric).
+TAG_CARD = "cnnselect.card.v2"
 CARD_METRICS = (
     "top1", "latency_p95_ms", "latency_p95_ub_ms", "size_mb", "onnx_parity_ok", "top1_ci_low", "params_m", "gmacs",
     "memory_rss_mb", "top1_drop_vs_fp32", "latency_p50_ms", "latency_p50_ub_ms", "latency_p90_ms",
-    "latency_p90_ub_ms", "latency_p99_ms", "latency_p99_ub_ms",
+    "latency_p90_ub_ms", "latency_p99_ms", "latency_p99_ub_ms", "top1_ci_high",
 )  # fmt: skip
 CARD_FIELDS = ("point", "fingerprint", "family", *CARD_METRICS)  # space-separated, in this order; "-" = none
+
+# What a registered version carries, declared once: registry.tracking registers exactly these. What a person filters
+# versions by in MLflow's UI, and what the read path needs; True: the index reads it (registry.index).
+VERSION_TAGS: dict[str, bool] = {
+    TAG_VARIANT: True,
+    TAG_FAMILY: False,  # on the card too, as are runner, precision, batch size, threads and fingerprint
+    TAG_RUNNER: False,
+    TAG_PRECISION: False,
+    TAG_BATCH_SIZE: False,
+    TAG_THREADS: False,
+    TAG_FINGERPRINT: False,
+    TAG_DATASET: False,
+    TAG_WEIGHTS_SOURCE: False,
+    TAG_SWEEP: False,
+    TAG_EVALUATOR_VERSION: True,
+    TAG_STATUS: True,
+    TAG_KEY: False,  # registry.retry.settle_key finds what a killed attempt registered by it
+    TAG_PREPROCESS: False,  # Answer.preprocess reads it from the chosen version
+    TAG_RUN_ID: True,
+    TAG_CARD: True,
+}
+INDEX_TAGS = tuple(key for key, read in VERSION_TAGS.items() if read)
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -96,23 +120,25 @@ def run_name(variant: str, runner: str, precision: str) -> str:
     return f"{variant}/{runner}/{precision}"
 
 
-def metric_tag(metric: str) -> str:
-    return METRIC_TAG_PREFIX + metric
-
-
 def card_point(runner: str, precision: str, batch_size: int, threads: str) -> str:
     """The operating point as the card's first field: ``runner/precision/batch/threads``."""
     return f"{runner}/{precision}/{batch_size}/{threads}"
 
 
-def card(tags: dict[str, str]) -> str | None:
-    """The card of a version with these tags (see ``TAG_CARD``), or None when a value does not fit its format.
+def _count(text: str) -> bool:
+    """A batch size as the card writes it: ASCII digits, no sign, no leading zero (``str(int(text)) == text``)."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text
 
-    It holds what the index would build from the same tags: the batch size defaults to 1 and the threads to "all";
-    a metric that is missing, unreadable or not finite is "-" (the index leaves it unmeasured).
+
+def card(tags: Mapping[str, str], metrics: Mapping[str, float]) -> str | None:
+    """The card of a version with these tags and metrics (see ``TAG_CARD``), or None when a value does not fit.
+
+    The batch size defaults to 1 and the threads to "all"; a metric that is missing or not finite is "-"
+    (unmeasured); every other one is ``repr(float)``, which Python and PostgreSQL read back as the same double
+    (SQLite 3.40, about one in 10,000 of them, one ulp off).
     """
     batch = tags.get(TAG_BATCH_SIZE) or "1"
-    if not batch.isdigit():
+    if not batch.isascii() or not batch.isdigit():
         return None
     ident = [tags.get(TAG_RUNNER, ""), tags.get(TAG_PRECISION, ""), tags.get(TAG_THREADS) or "all"]
     if not all(ident) or any("/" in v for v in ident):
@@ -120,24 +146,62 @@ def card(tags: dict[str, str]) -> str | None:
     fields = [card_point(ident[0], ident[1], int(batch), ident[2])]
     fields += [tags.get(TAG_FINGERPRINT) or "-", tags.get(TAG_FAMILY) or "-"]
     for metric in CARD_METRICS:
-        try:
-            value = float(tags.get(metric_tag(metric), "nan"))
-        except ValueError:
-            value = math.nan
+        value = float(metrics.get(metric, math.nan))
         fields.append(repr(value) if math.isfinite(value) else "-")
     if any(not f or f.split() != [f] for f in fields):  # empty, or a space inside: the positions would shift
         return None
     return " ".join(fields)
 
 
-def with_card(tags: dict[str, str]) -> dict[str, str]:
-    """``tags`` with their card (an old one dropped): what a version is registered with.
+@dataclass(frozen=True)
+class Card:
+    """A card read back: the operating point, fingerprint and family ("" for none), and the measured metrics."""
 
-    Only a fully logged version gets one (its run id in the same tags, the index's "done"), so counting cards and
-    run ids compares the two sets.
+    runner: str
+    precision: str
+    batch_size: int
+    threads: str
+    fingerprint: str
+    family: str
+    metrics: dict[str, float]
+
+
+def read_card(value: str | None) -> Card | None:
+    """The card's fields, or None when it is missing or is not exactly what :func:`card` writes.
+
+    Strict, so that Python and the store (registry.pushdown cuts the same fields in SQL) read the same figures: every
+    metric is "-" or a finite ``repr(float)``, the batch size plain digits.
     """
-    out = {k: v for k, v in tags.items() if k != TAG_CARD}
-    value = card(out) if out.get(TAG_RUN_ID) else None
+    fields = (value or "").split(" ")
+    if len(fields) != len(CARD_FIELDS):
+        return None
+    point = fields[0].split("/")
+    if len(point) != 4 or not all(point) or not _count(point[2]):
+        return None
+    metrics: dict[str, float] = {}
+    for metric, text in zip(CARD_METRICS, fields[3:], strict=True):
+        if text == "-":
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        if not math.isfinite(number) or repr(number) != text:
+            return None
+        metrics[metric] = number
+    fingerprint, family = ("" if f == "-" else f for f in fields[1:3])
+    return Card(point[0], point[1], int(point[2]), point[3], fingerprint, family, metrics)
+
+
+def version_tags(tags: Mapping[str, str], metrics: Mapping[str, float]) -> dict[str, str]:
+    """What a version is registered with: those of ``tags`` that ``VERSION_TAGS`` declares, and the card.
+
+    Only a fully logged version (its run id among ``tags``) gets a card, built from ``tags`` and ``metrics``; a card
+    among ``tags`` is never copied. A value that does not fit the card (see :func:`card`) leaves the version without
+    one: no candidate.
+    """
+    out = {key: tags[key] for key in VERSION_TAGS if key in tags and key != TAG_CARD}
+    value = card(out, metrics) if out.get(TAG_RUN_ID) else None
     if value is not None:
         out[TAG_CARD] = value
     return out

@@ -10,23 +10,23 @@ Why the answer is the index's answer:
 
 - every filter in SQL is implied by feasibility (a superset): a bound *or* its point estimate within budget, the
   required metrics present, parity 1, the family allowed; the exact verdict is always Python's;
-- the SQL objective never exceeds the exact one (``objective_floor``): finite values parse the same on both sides,
-  and a value Python cannot use costs +inf there (SQLite reads 'nan' or 'inf' as 0: lower, still a floor);
-  so once the next row's SQL objective is above the best feasible one's exact objective, nothing unread beats it.
+- the SQL objective never exceeds the exact one: a candidate's card holds each figure as ``repr(float)``, which
+  both sides read back as the same number (SQLite, rarely, one ulp off: within the stopping rule's tolerance), and a
+  missing one ("-") is NULL there, ordered last as Python's +inf; so once the next row's SQL objective is above the
+  best feasible one's exact objective, nothing unread beats it.
 
-Where the rows come from, fastest first (``cold``, ``cold_card`` and ``cold_pivot`` in the get_best benchmark):
+Where the rows come from, fastest first (``cold`` and ``cold_card`` in the get_best benchmark):
 
 - ``table``: on PostgreSQL, cnnselect's own table (:mod:`registry.table`), one row of typed columns per version,
   usability decided when the row was written: a scan, no tag parsed, no join;
-- ``card``: where the table cannot be used (a read-only role, another process updating it) and every fully logged
-  version has its card (``names.TAG_CARD``): one tag row per version, its fields cut out with ``split_part`` and the
-  operating point a prefix test, joined with ``model_versions``;
-- ``pivot``: elsewhere (SQLite, or versions registered before cards): some 15 key-value rows per version, grouped.
+- ``card``: elsewhere (SQLite, or where the table cannot be used: a read-only role, another process updating it):
+  the one card tag per version (``names.TAG_CARD``), its fields cut out with ``split_part`` (registered on each SQLite
+  connection: :func:`add_sqlite_functions`) and the operating point a prefix test, joined with ``model_versions``.
 
-Each is a coarse filter only: the table and the cards are written from the same tags the verdict reads, and one that
-disagreed with them could only let through a version Python then rejects, or hide one whose tags were edited by hand
-after registration (cnnselect never edits them; ``cnnselect add-cards`` writes the cards again from the tags and
-has the table rebuilt).
+The card is the only place a version's figures are read from, by the index as here (``names.read_card``, strict: a
+card Python cannot read exactly is no candidate, whatever SQL makes of it). The table is built from the index's
+candidates; like the index between full reloads, it does not see a card edited by hand after registration
+(cnnselect never edits one; ``cnnselect add-cards`` writes the cards again from the runs and has the table rebuilt).
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
 cannot cast) returns None and the caller loads the index, which is always right, only slower.
@@ -43,8 +43,7 @@ from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
 
 DIALECTS = ("postgresql", "sqlite")
-SOURCES = ("table", "card", "pivot")  # fastest first
-CARD_DIALECTS = ("postgresql",)  # split_part and starts_with; SQLite has neither and keeps the pivot
+SOURCES = ("table", "card")  # fastest first
 PAGE = 32
 MAX_PAGES = 4
 _CAST = {"postgresql": "DOUBLE PRECISION", "sqlite": "REAL"}
@@ -58,38 +57,23 @@ def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
 
 
 class Query:
-    """The SQL for one constraints set: tag names bound as parameters, never spliced into the text."""
+    """The SQL for one constraints set: every value bound as a parameter, never spliced into the text."""
 
     def __init__(
-        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, source: str = "pivot"
+        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, source: str = "card"
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         self.k, self.cast, self.source = k, _CAST[dialect], source
-        self.card, self.typed = source == "card", source == "table"
+        self.typed = source == "table"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
-        self.columns: dict[str, str] = {}  # tag key -> column alias in the pivot
         self.point: list[str] = []  # at the operating point and usable
-        self.card_point = ""  # the same, on the card's row (card mode)
         self.budgets: list[str] = []  # what feasibility implies
-        ident = {
-            "runner": names.TAG_RUNNER,
-            "precision": names.TAG_PRECISION,
-            "batch": names.TAG_BATCH_SIZE,
-            "threads": names.TAG_THREADS,
-            "status": names.TAG_STATUS,
-            "run_id": names.TAG_RUN_ID,
-            "fingerprint": names.TAG_FINGERPRINT,
-            "family": names.TAG_FAMILY,
-        }
-        for alias, key in ident.items():
-            self.columns[key] = alias
         self._point()
         self._budgets()
         self.objective = " + ".join(
             f"{self._arg('w', w)} * ({self._arg('s', sign)} * {self.num(m)})" for w, m, sign in objective_terms(k)
         )
-        self.pivot = {alias: self._arg("k", key) for key, alias in self.columns.items()}
 
     def _arg(self, stem: str, value: Any) -> str:
         name = f"{stem}{len(self.args)}"
@@ -97,15 +81,11 @@ class Query:
         return f":{name}"
 
     def col(self, metric: str) -> str:
-        """The metric's value (text, NULL when missing) in the rows of ``p``."""
-        key = names.metric_tag(metric)
-        if key not in self.columns:
-            self.columns[key] = f"m{len(self.columns)}"
+        """The metric's value (NULL when missing) in the rows of ``p``: text on the card, a number in the table."""
         if self.typed:
             return f"t.{table.column(metric)}" if metric in table.METRICS else "NULL"
-        if self.card:  # cut from the card where it is read: a row an earlier test rejects never parses the rest
-            return _card_field(metric) if metric in names.CARD_METRICS else "NULL"
-        return f"t.{self.columns[key]}"
+        # cut from the card where it is read: a row an earlier test rejects never parses the rest
+        return _card_field(metric) if metric in names.CARD_METRICS else "NULL"
 
     def num(self, metric: str) -> str:
         value = self.col(metric)
@@ -113,24 +93,19 @@ class Query:
 
     def _point(self) -> None:
         k, a = self.k, self._arg
-        if self.card:  # one prefix test on the card's first field (see names.card_point)
+        if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
             point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
-            full = f"{point}{k.threads} " if k.threads is not None else point
-            self.card_point = f"starts_with(value, {a('point', full)})"
+            self.args["point"] = f"{point}{k.threads} " if k.threads is not None else point
             return
-        if self.typed:  # usable (READY, not deleted, fully logged, ok) was decided when the row was written
-            usable, batch, threads = ["t.usable"], "t.batch", "t.threads"
-        else:
-            usable = [f"t.status = {a('ok', names.STATUS_OK)}", "t.run_id <> ''"]
-            batch, threads = "COALESCE(NULLIF(t.batch, ''), '1')", "COALESCE(NULLIF(t.threads, ''), 'all')"
+        # usable (READY, not deleted, fully logged, ok) was decided when the row was written
         self.point += [
-            *usable,
+            "t.usable",
             f"t.runner = {a('runner', k.target)}",
             f"t.precision = {a('precision', k.effective_precision)}",
-            f"{batch} = {a('batch', k.batch_size if self.typed else str(k.batch_size))}",
+            f"t.batch = {a('batch', k.batch_size)}",
         ]
         if k.threads is not None:
-            self.point.append(f"{threads} = {a('threads', str(k.threads))}")
+            self.point.append(f"t.threads = {a('threads', str(k.threads))}")
 
     def _budgets(self) -> None:
         """Feasibility's necessary conditions (see the module docstring), each a SQL predicate."""
@@ -156,42 +131,25 @@ class Query:
             self.budgets.append(f"{self.col(needed)} IS NOT NULL")
         if k.families is not None:
             fams = ", ".join(a("fam", f) for f in k.families)
-            family = _card_field("family") if self.card else "t.family"
+            family = "t.family" if self.typed else _card_field("family")
             self.budgets.append(f"{family} IN ({fams})")
 
-    @property
-    def fits_card(self) -> bool:
-        """Every tag this query reads is on the card (and so in cnnselect's table: :mod:`registry.table`)."""
-        on_card = {names.TAG_FINGERPRINT, names.TAG_FAMILY, *map(names.metric_tag, names.CARD_METRICS)}
-        point = {names.TAG_RUNNER, names.TAG_PRECISION, names.TAG_BATCH_SIZE, names.TAG_THREADS}
-        usable = {names.TAG_STATUS, names.TAG_RUN_ID}  # not filtered on the card: Python judges the status
-        return all(key in on_card | point | usable for key in self.columns)
-
     def sql(self) -> str:
-        if self.typed:
-            return self._typed_sql()
+        return self._typed_sql() if self.typed else self._card_sql()
+
+    def _card_sql(self) -> str:
+        """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
+        self.args["card"] = names.TAG_CARD
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
-        if self.card:  # a card is only written with the run id; the status is left to Python (a superset)
-            self.args["card"] = names.TAG_CARD
-            t = f"""SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
-  FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key = :card AND {self.card_point}"""
-        else:
-            pivot = ",\n    ".join(
-                f"MAX(CASE WHEN key = {a} THEN value END) AS {alias}" for alias, a in self.pivot.items()
-            )
-            t = f"""SELECT version,
-    {pivot}
-  FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key IN ({", ".join(self.pivot.values())})
-  GROUP BY version"""
         return f"""
 WITH t AS (
-  {t}
+  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
+  FROM model_version_tags
+  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
-  WHERE {" AND ".join(["mv.status = 'READY'", "COALESCE(mv.current_stage, '') <> :deleted", *self.point])}
+  WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
 ), newest AS (
   SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1
 ), f AS (
@@ -220,6 +178,19 @@ def _card_field(field: str) -> str:
     return f"NULLIF(split_part(t.card, ' ', {names.CARD_FIELDS.index(field) + 1}), '-')"
 
 
+def split_part(text: str | None, delimiter: str, n: int) -> str | None:
+    """PostgreSQL's ``split_part`` for SQLite: the ``n``-th field (from 1), "" past the last one."""
+    if text is None:
+        return None
+    parts = text.split(delimiter)
+    return parts[n - 1] if 0 < n <= len(parts) else ""
+
+
+def add_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
+    """On each new SQLite connection (a SQLAlchemy ``connect`` listener): what the card query needs."""
+    dbapi_connection.create_function("split_part", 3, split_part, deterministic=True)
+
+
 def best(
     conn: Any,
     dialect: str,
@@ -230,28 +201,17 @@ def best(
     workspace: str,
     deleted_stage: str,
     used: dict[str, int] | None = None,
-    carded: bool | None = None,
     typed: bool = False,
 ) -> tuple[Candidate, Verdict] | None:
     """The best feasible candidate for ``k`` whose artifact is there, or None when the caller must load the index.
 
     ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them. ``used``
-    counts the queries by source: ``table`` (cnnselect's typed rows), ``card`` (one card per version) or ``pivot``
-    (the version's tags, key by key). ``typed``: cnnselect's table is up to date for this model
-    (:mod:`registry.table`). ``carded`` says whether every fully logged version has its card; None: asked here
-    (:func:`all_carded`).
+    counts the queries by source: ``table`` (cnnselect's typed rows) or ``card`` (one card per version). ``typed``:
+    cnnselect's table is up to date for this model (:mod:`registry.table`).
     """
     import sqlalchemy as sa
 
-    q = Query(dialect, model_name, k, workspace, deleted_stage)
-    if typed and q.fits_card:
-        q = Query(dialect, model_name, k, workspace, deleted_stage, "table")
-    elif (
-        dialect in CARD_DIALECTS
-        and q.fits_card
-        and (carded if carded is not None else all_carded(conn, model_name, workspace))
-    ):
-        q = Query(dialect, model_name, k, workspace, deleted_stage, "card")
+    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card")
     if used is not None:
         used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())
@@ -274,23 +234,6 @@ def best(
         if len(rows) < size:  # every row read
             return _settle(winner[1], artifact_ok) if winner is not None else None
     return None  # not settled within the pages read: the index decides
-
-
-_UNCARDED = """
-SELECT count(*) FROM model_version_tags r
-WHERE r.workspace = :ws AND r.key = :done AND r.name = :name AND NOT EXISTS (
-  SELECT 1 FROM model_version_tags c
-  WHERE c.workspace = :ws AND c.key = :card AND c.name = :name AND c.version = r.version
-)
-"""
-
-
-def all_carded(conn: Any, model_name: str, workspace: str) -> bool:
-    """Every fully logged version has a card (versions registered before cards existed do not)."""
-    import sqlalchemy as sa
-
-    args = {"ws": workspace, "name": model_name, "done": names.TAG_RUN_ID, "card": names.TAG_CARD}
-    return int(conn.execute(sa.text(_UNCARDED), args).scalar_one()) == 0
 
 
 def _beyond(floor: float, best_objective: float) -> bool:

@@ -1,25 +1,26 @@
 """cnnselect's own table of candidates beside MLflow's, so a cold ``get_best`` on PostgreSQL reads typed columns.
 
-MLflow keeps a version's figures as text tags, one row per key. Computed in the store, a cold ``get_best`` must
-then pivot some 15 rows per version, or cut fields out of one card tag per version and join ``model_versions`` for
-the status and creation time (:mod:`registry.pushdown`); either way it parses text for thousands of versions on
-every call. This table holds one row per version with those fields already typed: the operating point, fingerprint,
-family, creation time, a ``usable`` flag (READY, not deleted, fully logged, evaluation ok), and the card's metrics as
-``DOUBLE PRECISION`` (NULL where the index has no finite value). Its rows are built by the index's own reader
+MLflow keeps a version's figures as text: cnnselect's card tag, one per version (``names.TAG_CARD``). Computed in
+the store, a cold ``get_best`` must then cut fields out of each card and join ``model_versions`` for the status and
+creation time (:mod:`registry.pushdown`): it parses text for thousands of versions on every call. This table holds
+one row per version with those fields already typed: the operating point, fingerprint, family, creation time, a
+``usable`` flag (READY, not deleted, fully logged, evaluation ok, card readable), and the card's metrics as
+``DOUBLE PRECISION`` (NULL where the card has none). Its rows are built by the index's own reader
 (``CandidateIndex._read_sql``, ``candidate_from_tags``), so they say what the index would say.
 
 It follows MLflow's tables under the index's watermark (the registered model's last update, highest version, count of
-fully logged versions): ``<table>_sync`` records the watermark its rows reflect. A reader that finds it behind
+versions carrying their card): ``<table>_sync`` records the watermark its rows reflect. A reader that finds it behind
 brings it up to date, in one REPEATABLE READ transaction (the watermark and the versions read in one snapshot) under
 a transaction-scoped advisory lock. Only the versions that changed are read again, found as the index finds them
-for a delta: numbered above the highest seen, deleted since, updated since, or fully logged since. Another
+for a delta: numbered above the highest seen, deleted since, updated since, or given their card since. Another
 registered model under the same name (told by its creation time) is rebuilt, not patched. A reader never waits: when
 another process holds the lock, it answers from MLflow's tables this once.
 
-Like the index between full reloads, and like the cards, it does not see a tag edited by hand on an existing version
-(MLflow moves no timestamp for a tag): ``cnnselect add-cards`` rebuilds the model's rows. Where the table cannot be
-created or written (a read-only role), answers come from MLflow's tables as before, only slower. The table is only a
-coarse filter either way: every answer is judged on the version's real tags.
+Like the index between full reloads, it does not see a card edited by hand on an existing version (MLflow moves no
+timestamp for a tag): ``cnnselect add-cards`` puts the cards back from the runs and rebuilds the model's rows. Where
+the table cannot be created or written (a read-only role), answers come from MLflow's tables as before, only slower.
+The table is only a coarse filter either way: every answer is judged on the candidates the index builds from the
+versions' cards.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from registry import names
 if TYPE_CHECKING:
     from registry.index import Rows
 
-DIALECTS = ("postgresql",)  # advisory locks, REPEATABLE READ snapshots; SQLite keeps the pivot
-NAME = "cnnselect_candidates_v1"  # a new layout gets a new name: an old table is never misread
+DIALECTS = ("postgresql",)  # advisory locks, REPEATABLE READ snapshots; SQLite reads the cards
+# a new layout gets a new name: an old table is never misread (v2: card v2's metrics; "done" means carded)
+NAME = "cnnselect_candidates_v2"
 SYNC = f"{NAME}_sync"
 LOCK = f"{NAME}/lock"
 METRICS = names.CARD_METRICS
@@ -56,7 +58,7 @@ def _tables() -> tuple[Any, Any, Any]:
         sa.Column("name", sa.String(256), primary_key=True),
         sa.Column("version", sa.Integer, primary_key=True),
         sa.Column("usable", sa.Boolean, nullable=False),
-        sa.Column("done", sa.Boolean, nullable=False),  # the run-id tag is there (written last)
+        sa.Column("done", sa.Boolean, nullable=False),  # the card is there (written with the version)
         sa.Column("deleted", sa.Boolean, nullable=False),
         sa.Column("runner", sa.Text),
         sa.Column("precision", sa.Text),
@@ -91,7 +93,7 @@ def _tables() -> tuple[Any, Any, Any]:
 
 
 def mark(watermark: Hashable) -> str | None:
-    """What of the index's watermark the rows follow: last update, highest version, fully logged versions."""
+    """What of the index's watermark the rows follow: last update, highest version, versions carrying their card."""
     if isinstance(watermark, tuple) and len(watermark) >= 3:
         return "/".join(str(x) for x in watermark[:3])
     return None
@@ -172,7 +174,7 @@ def sync(
             born = conn.execute(sa.text(_BORN), ws).scalar()
             changed: list[int] | None = None
             if held is not None and held.born == born:  # else the model was deleted and made again: rebuild
-                args = {**ws, "top": held.top, "since": held.since, "deleted": deleted_stage, "done": names.TAG_RUN_ID}
+                args = {**ws, "top": held.top, "since": held.since, "deleted": deleted_stage, "done": names.TAG_CARD}
                 changed = sorted(int(v) for (v,) in conn.execute(sa.text(_CHANGED), args))
                 if len(changed) > max_delta:
                     changed = None

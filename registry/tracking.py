@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from registry import names, table
+from registry import names
 from registry.errors import InvalidNameError
 from registry.retry import STATUS_RUNNING, Attempts, search_runs, settle_key, with_retries
 from registry.settings import Settings
@@ -196,9 +196,10 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
     """Log one evaluation as a run and a registered version, once per idempotency key, whatever kills an attempt.
 
     Write order: the run is created with its tags and ``status=running``; params and metrics (one batch), inputs,
-    artifacts and the model follow; the version is registered with all its tags in one call (it is a candidate from
-    then on: everything it points at is written); the run is ended; ``status=ok`` on the run is the last write. So
-    ``ok`` means complete, and a run of the key in any other state (but ``failed``) is an attempt that died.
+    artifacts and the model follow; the version is registered with all its tags, its card included, in one call (it
+    is a candidate from then on: everything it points at is written); the run is ended; ``status=ok`` on the run is
+    the last write. So ``ok`` means complete, and a run of the key in any other state (but ``failed``) is an attempt
+    that died.
 
     Cleanup: every attempt starts with :func:`registry.retry.settle_key`: the key's ``ok`` run is returned if there
     is one (a retry of a task killed after its last write logs nothing new), and what killed attempts left (runs,
@@ -309,12 +310,16 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         client.log_batch(
             run_id, metrics=[Metric(k, v, now, 0, run_id=run_id, model_id=info.model_id) for k, v in metrics.items()]
         )
-        version_tags = names.with_card({
-            **tags,
-            names.TAG_STATUS: names.STATUS_OK,
-            **{names.metric_tag(m): repr(v) for m, v in metrics.items()},
-            names.TAG_RUN_ID: run_id,  # what the index reads as "fully logged"
-        })  # fmt: skip
+        # the version's few tags (names.VERSION_TAGS), its figures on the card: the metrics are the run's and the
+        # LoggedModel's, where MLflow's UI shows and plots them
+        logged = {**tags, names.TAG_STATUS: names.STATUS_OK, names.TAG_RUN_ID: run_id}
+        version_tags = names.version_tags(logged, metrics)
+        if names.TAG_CARD not in version_tags:
+            log.warning(
+                "%s: its runner, precision, batch size, threads, fingerprint or family does not fit the card (one word "
+                "each, no '/' in the first three); the version is registered but is no candidate",
+                run_name,
+            )
         mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)  # the version with all its tags
         client.update_model_version(model_name, mv.version, description=version_description(ev, run_id))
     client.set_tag(run_id, names.TAG_STATUS, names.STATUS_OK)  # the last write: ``ok`` means complete
@@ -456,34 +461,3 @@ def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, A
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)
-
-
-def add_cards(settings: Settings, dataset: str) -> int:
-    """Write the card (``names.TAG_CARD``) where a fully logged version lacks it or it disagrees; returns how many.
-
-    Versions registered before cards existed send a cold ``get_best`` on PostgreSQL back to reading their tags key
-    by key (``registry.pushdown``); with every card written it reads one row per version. A card disagrees with its
-    version's tags only after a hand edit. Each card is built from the version's own tags, so running this twice
-    writes nothing the second time. On PostgreSQL it also drops the model's rows in cnnselect's table
-    (:mod:`registry.table`), which does not see hand edits either: the next cold read rebuilds them from the tags.
-    """
-    model = names.registered_model_name(dataset)  # validates the name first: it goes into the filter string
-    from registry.index import WORKSPACE, dialect_of, shared_engine
-
-    uri = settings.resolved_tracking_uri
-    dialect = dialect_of(uri)
-    if dialect in table.DIALECTS:
-        table.forget(shared_engine(uri, dialect), model, WORKSPACE)
-    client = _client(settings)
-    written, token = 0, None
-    while True:
-        page = client.search_model_versions(f"name = '{model}'", max_results=1000, page_token=token)
-        for mv in page:
-            tags = dict(mv.tags or {})
-            value = names.with_card(tags).get(names.TAG_CARD)
-            if value is not None and tags.get(names.TAG_CARD) != value:
-                client.set_model_version_tag(model, mv.version, names.TAG_CARD, value)
-                written += 1
-        token = page.token
-        if not token:
-            return written

@@ -56,8 +56,12 @@ def test_evaluate_survives_a_bad_model_then_answers(tmp_path: Path) -> None:
     board = run("leaderboard", "--json", home=tmp_path)
     assert [r["variant"] for r in json.loads(board.stdout)] == ["test_resnet.r160_in1k"]
 
-    cards = run("add-cards", "--json", home=tmp_path)  # the version was registered with its card: nothing to add
-    assert cards.returncode == 0 and json.loads(cards.stdout) == {"dataset": "digits", "cards_written": 0}
+    cards = run("add-cards", "--prune", "--json", home=tmp_path)  # registered with its card and its few tags only
+    assert cards.returncode == 0 and json.loads(cards.stdout) == {
+        "dataset": "digits",
+        "cards_written": 0,
+        "tags_deleted": 0,
+    }
 
 
 def test_bad_constraints_exit_2_and_list_valid_runners(tmp_path: Path) -> None:

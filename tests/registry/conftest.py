@@ -49,14 +49,17 @@ def shared_store(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) ->
     return Settings(home=tmp_path_factory.mktemp("home"), tracking_uri=tracking_uri)
 
 
-def log_one(store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", **metrics: float) -> Logged:
+def log_one(
+    store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", preprocess: dict | None = None,
+    **metrics: float,
+) -> Logged:  # fmt: skip
     """One real evaluation logged and registered the way the pipeline does it."""
     path, x, y = tiny_onnx
     ref = DatasetRef(ds, "d" * 64, str(Path(path).parent), tuple("0123456789"), "h" * 64, 450)
     ev = Evaluation(
         variant, "efficientnet", runner, "int8" if runner == "edge" else "fp32", ref, f"key-{variant}-{runner}",
         "sweep-1", {"cpu_model": "x", "batch_size": "1", "threads": "all"}, "fp1", "w" * 64, "scratch", path,
-        x[:1], y[:1], {"variant": variant}, {**BASE, **metrics},
+        x[:1], y[:1], {"variant": variant}, {**BASE, **metrics}, preprocess=preprocess or {},
     )  # fmt: skip
     return log_evaluation(store, ev)
 
@@ -82,13 +85,11 @@ def add_version(shared_store: Settings, tiny_onnx) -> Callable[..., str]:
                 return str(base[ds].version)
         model = names.registered_model_name(ds)
         seed = client.get_model_version(model, str(base[ds].version))
-        tags = {k: v for k, v in seed.tags.items() if not k.startswith(names.METRIC_TAG_PREFIX)}
-        tags.update({
-            names.TAG_VARIANT: variant, names.TAG_RUNNER: runner, names.TAG_FINGERPRINT: fingerprint,
+        tags = {
+            **seed.tags, names.TAG_VARIANT: variant, names.TAG_RUNNER: runner, names.TAG_FINGERPRINT: fingerprint,
             names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
-        })  # fmt: skip
-        tags.update({names.metric_tag(k): repr(float(v)) for k, v in {**BASE, **metrics}.items()})
-        tags = names.with_card(tags)  # as the pipeline registers it (the seed's card copied above is replaced)
+        }  # fmt: skip
+        tags = names.version_tags(tags, {**BASE, **metrics})  # as the pipeline registers it (its own card)
         mv = client.create_model_version(model, source or seed.source, run_id=seed.run_id, tags=tags)
         return str(mv.version)
 

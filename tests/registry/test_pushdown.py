@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -24,7 +25,7 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
     client = MlflowClient(reg.tracking_uri)
     model = names.registered_model_name(ds)
     seed = client.get_model_version(model, "1")
-    base = {k: v for k, v in seed.tags.items() if not k.startswith(names.METRIC_TAG_PREFIX)}
+    base = dict(seed.tags)
     for i in range(n):
         top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
         lat = round(rng.uniform(0.5, 30), 1)
@@ -57,8 +58,7 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
             names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
             names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
         }
-        tags.update({names.metric_tag(k): repr(float(v)) for k, v in metrics.items()})
-        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=names.with_card(tags))
+        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=names.version_tags(tags, metrics))
         if rng.random() < 0.04:
             client.delete_model_version(model, mv.version)
 
@@ -126,71 +126,109 @@ def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
             answered += 1
     assert 30 <= answered <= 270  # both outcomes were exercised, not a degenerate draw
     assert not [r.message for r in caplog.records if "loading the index" in r.message]  # the store answered each
-    source = "table" if reg.index.dialect in table.DIALECTS else "pivot"  # cards: test_table, and below
+    source = "table" if reg.index.dialect in table.DIALECTS else "card"  # the cards on PostgreSQL: test_table, below
     assert reg.index.store_queries == {source: 300}
 
 
-def test_a_version_without_a_card_sends_the_store_back_to_the_pivot_with_the_same_answers(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, without_table: None
+def _edit_card(client: MlflowClient, model: str, version: str, field: str, text: str) -> None:
+    """A card edited by hand: one of its fields replaced."""
+    parts = client.get_model_version(model, version).tags[names.TAG_CARD].split(" ")
+    parts[names.CARD_FIELDS.index(field)] = text
+    client.set_model_version_tag(model, version, names.TAG_CARD, " ".join(parts))
+
+
+def test_a_version_without_a_readable_card_is_no_candidate_in_the_store_nor_the_index(
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, without_table: None, caplog
 ) -> None:
-    """Versions registered before cards existed: the query reads their tags key by key, and agrees with the oracle."""
+    """Versions registered before this card format, or cards edited by hand: never silently wrong figures."""
     rng = random.Random(11)
     reg = Registry(settings=shared_store, ttl_s=3600)
     seed_messy_versions(reg, add_version, ds, 40, rng)
     model = names.registered_model_name(ds)
-    MlflowClient(reg.tracking_uri).delete_model_version_tag(model, "7", names.TAG_CARD)
-    candidates = reg.candidates(ds)
+    client = MlflowClient(reg.tracking_uri)
+    live = [c.version for c in reg.candidates(ds)]
+    gone, odd = live[3], live[5]
+    client.delete_model_version_tag(model, gone, names.TAG_CARD)  # as if registered before it
+    _edit_card(client, model, odd, "top1", "0.990")  # not repr(float): Python refuses it, SQL would read 0.99
+    reg.invalidate(ds)
+    with caplog.at_level(logging.WARNING, logger="registry.index"):
+        candidates = reg.candidates(ds)
+    assert {c.version for c in candidates} == set(live) - {gone, odd}
+    (said,) = [r.getMessage() for r in caplog.records if "not candidates" in r.getMessage()]
+    assert f"2 version(s) without a readable {names.TAG_CARD}" in said and f"v{gone}" in said and f"v{odd}" in said
+    caplog.clear()
+    reg.invalidate(ds)
+    with caplog.at_level(logging.WARNING, logger="registry.index"):
+        reg.candidates(ds)  # the same versions again (an HTTP store reloads at every TTL): said once
+    assert not [r for r in caplog.records if "not candidates" in r.getMessage()]
     monkeypatch.setattr(pushdown, "PAGE", 3)
     monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
     for trial in range(60):
         agrees_with_the_oracle(reg, model, candidates, random_constraints(ds, rng), trial)
-    assert reg.index.store_queries == {"pivot": 60}
+    assert reg.index.store_queries == {"card": 60}  # SQLite as PostgreSQL: split_part registered on its connections
 
 
-def test_get_best_reads_the_cards_only_while_every_fully_logged_version_has_one(
-    shared_store, add_version, ds: str, without_table: None
+def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
+    shared_store, tiny_onnx, ds: str, without_table: None, caplog
 ) -> None:
-    add_version(ds, "a", top1=0.90)
-    b = add_version(ds, "b", top1=0.95)
-    reg = Registry(settings=shared_store, ttl_s=0)
-    k = Constraints(dataset=ds)
-    assert reg.get_best(k).candidate.variant == "b"
-    cards = reg.index.dialect in pushdown.CARD_DIALECTS
-    assert reg.index.store_queries == ({"card": 1} if cards else {"pivot": 1})
-    MlflowClient(reg.tracking_uri).delete_model_version_tag(names.registered_model_name(ds), b, names.TAG_CARD)
-    reg.index.invalidate()  # a deleted tag moves no watermark: forget what was read
-    assert reg.get_best(k).candidate.variant == "b"  # the watermark counted one card short: the pivot answered
-    assert reg.index.store_queries == ({"card": 1, "pivot": 1} if cards else {"pivot": 2})
+    """A version registered the old way (a cnnselect.metric.* tag per metric, the v1 card, digests) is migrated."""
+    from registry.cards import add_cards, prune_tags
+    from tests.registry.conftest import log_one
 
-
-def test_add_cards_writes_the_missing_ones_and_the_store_reads_cards_again(
-    shared_store, add_version, ds: str, without_table: None
-) -> None:
-    from registry.tracking import add_cards
-
-    add_version(ds, "a", top1=0.90)
-    b = add_version(ds, "b", top1=0.95)
+    log_one(shared_store, tiny_onnx, ds, "a", top1=0.90)
+    b = log_one(shared_store, tiny_onnx, ds, "b", top1=0.95)
     model = names.registered_model_name(ds)
     client = MlflowClient(shared_store.resolved_tracking_uri)
-    want = client.get_model_version(model, b).tags[names.TAG_CARD]
-    client.delete_model_version_tag(model, b, names.TAG_CARD)  # as if registered before cards existed
+    registered = client.get_model_version(model, b.version).tags
+    want = registered[names.TAG_CARD]
+    client.delete_model_version_tag(model, b.version, names.TAG_CARD)
+    old = {names.TAG_PREFIX + "metric.top1": "0.95", "cnnselect.card.v1": "cpu/fp32/1/all fp1 x 0.95"}
+    old |= {names.TAG_DATASET_DIGEST: "d" * 64, names.promotion_tag("vision", "run_id"): "r", "mine": "kept"}
+    for key, value in old.items():
+        client.set_model_version_tag(model, b.version, key, value)
+    k = Constraints(dataset=ds)
+    with caplog.at_level(logging.WARNING, logger="registry.index"):
+        assert Registry(settings=shared_store).candidates(ds)[0].variant == "a"  # b is no candidate without its card
+    assert any(f"v{b.version}" in r.getMessage() and "add-cards" in r.getMessage() for r in caplog.records)
+    assert Registry(settings=shared_store).get_best(k).candidate.variant == "a"
+
+    assert prune_tags(shared_store, ds) == 0  # a version without its card keeps every tag
     assert add_cards(shared_store, ds) == 1 and add_cards(shared_store, ds) == 0
-    assert client.get_model_version(model, b).tags[names.TAG_CARD] == want
+    assert client.get_model_version(model, b.version).tags[names.TAG_CARD] == want
+    assert prune_tags(shared_store, ds) == 3 and prune_tags(shared_store, ds) == 0
+    tags = client.get_model_version(model, b.version).tags
+    assert set(tags) == {*registered, names.promotion_tag("vision", "run_id"), "mine"}
     reg = Registry(settings=shared_store, ttl_s=0)
-    assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "b"
-    assert reg.index.store_queries == ({"card": 1} if reg.index.dialect in pushdown.CARD_DIALECTS else {"pivot": 1})
+    assert reg.get_best(k).candidate.variant == "b"
+    assert reg.index.store_queries == {"card": 1}
+
+    _edit_card(client, model, b.version, "top1", repr(0.5))  # edited by hand: the run says what was measured
+    assert add_cards(shared_store, ds) == 1
+    assert client.get_model_version(model, b.version).tags[names.TAG_CARD] == want
 
 
-def test_the_pipeline_registers_each_version_with_its_card(shared_store, add_version, ds: str) -> None:
-    version = add_version(ds, "a", top1=0.9)  # the first one is logged by the pipeline (log_evaluation)
-    tags = (
-        MlflowClient(shared_store.resolved_tracking_uri)
-        .get_model_version(names.registered_model_name(ds), version)
-        .tags
-    )
-    assert tags[names.TAG_CARD] == names.card(tags)
-    fields = dict(zip(names.CARD_FIELDS, tags[names.TAG_CARD].split(" "), strict=True))
-    assert fields["point"] == "cpu/fp32/1/all" and float(fields["top1"]) == float(tags[names.metric_tag("top1")])
+def test_the_pipeline_registers_each_version_with_few_tags_and_its_card(shared_store, tiny_onnx, ds: str) -> None:
+    from evaluators.images import Preprocess
+    from tests.registry.conftest import BASE, log_one
+
+    prep = Preprocess(32, "bicubic", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0.875)
+    extra = {"top5": 0.99, "latency_p99_ms": 4.0, "latency_mean_ms": 1.5}
+    logged = log_one(shared_store, tiny_onnx, ds, "a", preprocess=prep.to_dict(), top1=0.9, **extra)
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    mv = client.get_model_version(names.registered_model_name(ds), str(logged.version))
+    assert set(mv.tags) == set(names.VERSION_TAGS) and len(mv.tags) <= 20
+    assert not [k for k in mv.tags if k.startswith(names.TAG_PREFIX + "metric.")]
+    run = client.get_run(logged.run_id)
+    assert run.data.metrics == {**BASE, "top1": 0.9, **extra}  # every metric stays on the run
+    card = names.read_card(mv.tags[names.TAG_CARD])
+    assert card is not None and (card.runner, card.precision, card.batch_size, card.threads, card.family) == (
+        "cpu", "fp32", 1, "all", "efficientnet"
+    )  # fmt: skip
+    assert card.metrics == {m: v for m, v in run.data.metrics.items() if m in names.CARD_METRICS}  # exact
+    assert "**a** on `cpu` (fp32)" in mv.description and "0.900" in mv.description
+    reg = Registry(settings=shared_store)
+    answer = reg.get_best(Constraints(dataset=ds))
+    assert answer.metrics == card.metrics and reg.preprocessing(answer.candidate) == prep  # what production applies
 
 
 def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
@@ -211,15 +249,16 @@ def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_sto
     assert reg.get_best(k).candidate.variant == "b"  # now from the index
 
 
-def test_a_value_the_store_cannot_read_falls_back_to_the_index(shared_store, add_version, ds: str) -> None:
-    version = add_version(ds, "odd", top1=0.9)
-    MlflowClient(shared_store.resolved_tracking_uri).set_model_version_tag(
-        names.registered_model_name(ds), version, names.metric_tag("params_m"), "1_000"
-    )  # Python reads 1000.0; PostgreSQL refuses the cast, SQLite reads 1
+def test_a_value_the_store_cannot_read_falls_back_to_the_index(
+    shared_store, add_version, ds: str, without_table: None
+) -> None:
+    add_version(ds, "a", top1=0.8)
+    odd = add_version(ds, "odd", top1=0.9)
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    _edit_card(client, names.registered_model_name(ds), odd, "params_m", "1_000")  # PostgreSQL refuses the cast
     reg = Registry(settings=shared_store)
-    assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "odd"
-    with pytest.raises(NoFeasibleModelError):
-        reg.get_best(Constraints(dataset=ds, max_params_m=10))
+    assert reg.get_best(Constraints(dataset=ds, max_params_m=10)).candidate.variant == "a"  # odd: no candidate
+    assert {c.variant for c in reg.candidates(ds)} == {"a"}
 
 
 def test_a_prefetching_registry_loads_the_index_in_the_background(shared_store, add_version, ds: str) -> None:

@@ -161,7 +161,7 @@ def test_invalidate_during_a_refresh_is_not_undone_by_it(
 
 
 def test_delta_refresh_reads_what_a_full_reload_reads(shared_store, add_version, ds: str) -> None:
-    """New versions, a version whose run-id tag comes later, a deletion and an alias, each seen by a delta refresh
+    """New versions, a version whose card comes later, a deletion and an alias, each seen by a delta refresh
     exactly as a fresh full load sees it."""
     model = names.registered_model_name(ds)
     client = MlflowClient(shared_store.resolved_tracking_uri)
@@ -185,14 +185,15 @@ def test_delta_refresh_reads_what_a_full_reload_reads(shared_store, add_version,
     same_as_full_load()
     seed = client.get_model_version(model, first)
     tags = {**seed.tags, names.TAG_VARIANT: "late"}
-    run_id = tags.pop(names.TAG_RUN_ID)
+    run_id, card = tags.pop(names.TAG_RUN_ID), tags.pop(names.TAG_CARD)
     late = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags).version
     same_as_full_load()
     assert "late" not in {c.variant for c in reg.candidates(ds)}  # not fully logged yet
     time.sleep(0.01)
     add_version(ds, "newer", top1=0.70)  # the newest update is no longer the late version's
     same_as_full_load()
-    client.set_model_version_tag(model, late, names.TAG_RUN_ID, run_id)  # no version timestamp moves for a tag
+    client.set_model_version_tag(model, late, names.TAG_RUN_ID, run_id)
+    client.set_model_version_tag(model, late, names.TAG_CARD, card)  # no version timestamp moves for a tag
     same_as_full_load()
     assert "late" in {c.variant for c in reg.candidates(ds)}
     client.delete_model_version(model, second)

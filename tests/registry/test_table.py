@@ -18,12 +18,13 @@ from registry.client import Registry
 from registry.constraints import Constraints
 from registry.index import dispose_engines, shared_engine
 from tests.conftest import fresh_postgres_db
-from tests.registry.test_pushdown import agrees_with_the_oracle, random_constraints, seed_messy_versions
+from tests.registry.conftest import BASE, log_one
+from tests.registry.test_pushdown import _edit_card, agrees_with_the_oracle, random_constraints, seed_messy_versions
 
 
 @pytest.fixture(scope="module")
 def tracking_uri(postgres_admin_uri: str) -> Iterator[str]:
-    """PostgreSQL only: the table needs advisory locks and REPEATABLE READ snapshots (SQLite keeps the pivot)."""
+    """PostgreSQL only: the table needs advisory locks and REPEATABLE READ snapshots (SQLite reads the cards)."""
     yield fresh_postgres_db(postgres_admin_uri)
 
 
@@ -74,7 +75,8 @@ def test_the_table_holds_what_the_index_holds_through_every_change_the_watermark
     assert live[-1] not in rows and int(new) in rows and int(pending) not in rows
     assert rows == index_rows(reg2, ds)
 
-    client.set_model_version_tag(model, str(pending), names.TAG_RUN_ID, seed.run_id)  # fully logged at last
+    client.set_model_version_tag(model, str(pending), names.TAG_RUN_ID, seed.run_id)
+    client.set_model_version_tag(model, str(pending), names.TAG_CARD, seed.tags[names.TAG_CARD])  # a card at last
     reg3 = Registry(settings=shared_store, ttl_s=0)
     reg3.get_best(k)
     assert reg3.index.table_rows == 1 and int(pending) in table_rows(uri, model)
@@ -191,29 +193,34 @@ def test_a_model_deleted_and_registered_again_is_rebuilt(shared_store, add_versi
     client.delete_registered_model(model)
     client.create_registered_model(model)
     for mv, top1 in zip([old[0], old[0], old[1], old[1]], ["0.90", "0.99", "0.93", "0.91"], strict=True):
-        tags = {**mv.tags, names.metric_tag("top1"): top1, names.TAG_VARIANT: f"new-{top1}"}
-        client.create_model_version(model, mv.source, run_id=mv.run_id, tags=names.with_card(tags))
+        tags = names.version_tags({**mv.tags, names.TAG_VARIANT: f"new-{top1}"}, {**BASE, "top1": float(top1)})
+        client.create_model_version(model, mv.source, run_id=mv.run_id, tags=tags)
     reg = Registry(settings=shared_store)
     assert reg.get_best(k).candidate.variant == "new-0.99"  # version 2 of the new model
     assert reg.index.store_queries == {"table": 1} and set(table_rows(reg.tracking_uri, model)) == {1, 2, 3, 4}
 
 
-def test_a_hand_edited_tag_is_seen_after_add_cards_rebuilds_the_rows(shared_store, add_version, ds: str) -> None:
-    """What the table cannot see (MLflow moves no timestamp for a tag), and the remedy."""
-    from registry.tracking import add_cards
+def test_a_card_edited_by_hand_is_put_back_from_its_run_by_add_cards(shared_store, tiny_onnx, ds: str) -> None:
+    """What the table cannot see (MLflow moves no timestamp for a tag), and the remedy: ``add-cards`` writes each
+    card from its run (the record) and has the rows rebuilt."""
+    from registry.cards import add_cards
 
-    a = add_version(ds, "a", top1=0.80)
-    add_version(ds, "b", top1=0.90)
+    a = log_one(shared_store, tiny_onnx, ds, "a", top1=0.80)
+    log_one(shared_store, tiny_onnx, ds, "b", top1=0.90)
     k = Constraints(dataset=ds)
     assert Registry(settings=shared_store).get_best(k).candidate.variant == "b"
     model = names.registered_model_name(ds)
-    MlflowClient(shared_store.resolved_tracking_uri).set_model_version_tag(model, a, names.metric_tag("top1"), "0.99")
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    _edit_card(client, model, str(a.version), "top1", repr(0.99))
     stale = Registry(settings=shared_store)
     assert stale.get_best(k).candidate.variant == "b"  # the table still ranks "a" at 0.80: the documented limit
-    assert add_cards(shared_store, ds) == 1  # the card disagreed with the edited tag
+    assert add_cards(shared_store, ds) == 1  # the card disagreed with its run: put back
     fresh = Registry(settings=shared_store)
-    assert fresh.get_best(k).candidate.variant == "a"
-    assert fresh.index.store_queries == {"table": 1} and fresh.index.table_rows == 2
+    assert fresh.get_best(k).candidate.variant == "b"
+    assert fresh.index.store_queries == {"table": 1} and fresh.index.table_rows == 2  # rebuilt
+    client.log_metric(a.run_id, "top1", 0.99)  # a figure corrected where it is recorded
+    assert add_cards(shared_store, ds) == 1
+    assert Registry(settings=shared_store).get_best(k).candidate.variant == "a"
 
 
 def test_a_version_with_an_absurd_operating_point_neither_fails_the_table_nor_matches(
@@ -222,9 +229,9 @@ def test_a_version_with_an_absurd_operating_point_neither_fails_the_table_nor_ma
     add_version(ds, "a", top1=0.90)
     odd = add_version(ds, "odd", top1=0.99)
     model = names.registered_model_name(ds)
-    MlflowClient(shared_store.resolved_tracking_uri).set_model_version_tag(
-        model, odd, names.TAG_BATCH_SIZE, "99999999999"
-    )  # before the table's first read: an INTEGER column cannot hold it
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    _edit_card(client, model, odd, "point", "cpu/fp32/99999999999/all")  # before the table's first read: an INTEGER
+    # column cannot hold it
     reg = Registry(settings=shared_store)
     assert reg.get_best(Constraints(dataset=ds)).candidate.variant == "a"
     assert reg.index.store_queries == {"table": 1} and reg.index.table_rows == 2
