@@ -35,6 +35,7 @@ def task_output() -> Iterator[None]:
     records reach Airflow's handlers at their level when MLflow does not install its stderr handler
     (``MLFLOW_CONFIGURE_LOGGING=false``, set by the DAG files before anything imports MLflow).
     """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a new MLflow store logs each of its ~75 migrations
     with contextlib.redirect_stderr(sys.stdout):
         yield
 
