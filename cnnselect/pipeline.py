@@ -215,6 +215,14 @@ def evaluate_model(
     return job.run()
 
 
+def int8_max_drop(settings: Settings) -> float:
+    """The top-1 an INT8 artifact may lose against FP32: the setting, or the strictest team's ``max_top1_drop``."""
+    from registry.teams import scan_teams
+
+    drops = [t.constraints.max_top1_drop for t in scan_teams().teams if t.constraints.max_top1_drop is not None]
+    return min([settings.int8_max_top1_drop, *drops])
+
+
 class ModelJob:
     """One model on its runners: resolve once, measure each runner, gate them together, log each."""
 
@@ -241,6 +249,7 @@ class ModelJob:
             for r in runners
         }
         self.outcomes: dict[str, Outcome] = {}
+        self.calib_fp32: float | None = None  # the FP32 export's top-1 on the calibration split, once per model
         # no '..' or '/' from a sweep id
         self.work = settings.work_dir / re.sub(r"[^A-Za-z0-9_-]", "_", sweep) / variant
 
@@ -250,7 +259,8 @@ class ModelJob:
         from registry.tracking import log_failure
 
         st = err.stage if isinstance(err, StageError) else (stage or "setup")
-        msg = scrub(f"{self.variant} on {runner} failed at {st}: {err}", self.settings.resolved_tracking_uri)
+        what = str(err) if isinstance(err, StageError) else f"{type(err).__name__}: {err}"  # never an empty reason
+        msg = scrub(f"{self.variant} on {runner} failed at {st}: {what}", self.settings.resolved_tracking_uri)
         log.error(msg)
         cause = err.cause if isinstance(err, StageError) else err
         gate = {f"gates/{cause.result.suite}.json": cause.result.to_json()} if isinstance(cause, GateError) else None
@@ -366,6 +376,42 @@ class ModelJob:
         self.example = example
         self.fp32_acc = accuracy(self.ref_logits, inputs.heldout.labels)
 
+    def _int8_within_drop(self, runner: Any, artifact: Path, calibration: Any) -> tuple[Any, Path, list[dict]]:
+        """The runner's INT8 recipes in order until one keeps calibration top-1 within the allowed drop.
+
+        Judged on the labelled calibration split against the FP32 export there (the held-out split only measures the
+        result). The chosen one is the first within the drop, else the one that lost least; every attempt is recorded.
+        """
+        from evaluators.accuracy import accuracy, predict_stream
+        from evaluators.runners.base import Int8Recipes
+
+        def top1(run: Any, art: Path) -> float:
+            session = run.load(art)
+            return accuracy(predict_stream(partial(run.predict, session), calibration.batches(self.bs)),
+                            calibration.labels).top1  # fmt: skip
+
+        max_drop = int8_max_drop(self.settings)
+        if self.calib_fp32 is None:
+            self.calib_fp32 = top1(self.reference, self.fp32.path)
+        tried = [(runner, artifact, top1(runner, artifact))]
+        recipes = runner.recipes if isinstance(runner, Int8Recipes) else (getattr(runner, "recipe", "ptq"),)
+        for recipe in recipes[1:]:
+            if self.calib_fp32 - tried[-1][2] <= max_drop:
+                break
+            self.say(f"{runner.name}: INT8 lost {self.calib_fp32 - tried[-1][2]:.3f} top-1 (> {max_drop}): {recipe}")
+            alt = runner.with_recipe(recipe, max_drop)
+            art = alt.prepare(self.fp32.path, self.work / runner.name / recipe, calibration)
+            tried.append((alt, art, top1(alt, art)))
+        within = [i for i, t in enumerate(tried) if self.calib_fp32 - t[2] <= max_drop]
+        pick = within[0] if within else max(range(len(tried)), key=lambda i: tried[i][2])
+        attempts = [
+            {"recipe": getattr(run, "recipe", "ptq"), "calibration_top1": t1, "calibration_top1_fp32": self.calib_fp32,
+             "drop": self.calib_fp32 - t1, "max_drop": max_drop, "chosen": i == pick}
+            for i, (run, _, t1) in enumerate(tried)
+        ]  # fmt: skip
+        chosen = tried[pick]
+        return chosen[0], chosen[1], attempts
+
     def measure(self, r: str) -> Evaluation:
         from evaluators.accuracy import accuracy, predict_stream, write_accuracy_artifacts, write_predictions
         from evaluators.latency import LatencySettings, measure_batches
@@ -374,8 +420,14 @@ class ModelJob:
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
         runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
         self.say(f"{r}: prepare")
+        calibration = inputs.calibration()
         with self.peaks.stage(f"prepare_{r}"):
-            artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, inputs.calibration()))
+            artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
+            attempts: list[dict[str, Any]] = []
+            if runner.precision == "int8" and calibration is not None and len(calibration):
+                runner, artifact, attempts = _stage(
+                    "prepare", lambda: self._int8_within_drop(runner, artifact, calibration)
+                )
         if isinstance(runner, PeakMemory):
             runner.reset_peak_memory()
         with self.peaks.stage(f"accuracy_{r}"):
@@ -408,6 +460,10 @@ class ModelJob:
             logits, held.labels, rels, inputs.labels.head_names(), out / "predictions.csv"
         )
         acc_files["data"] = self._data_files(out / "data")
+        if attempts:  # what was tried to keep INT8 within the allowed top-1 drop, and what each cost
+            (out / "int8").mkdir(parents=True, exist_ok=True)
+            (out / "int8" / "attempts.json").write_text(json.dumps(attempts, indent=2))
+            acc_files["int8"] = out / "int8" / "attempts.json"
         self.say(f"{r}: latency")
         lat_settings = self.latency or LatencySettings()
         x_lat = self.example[: max(1, lat_settings.large_batch)]
@@ -435,6 +491,9 @@ class ModelJob:
             "pull_seconds": self.pull_s,
             "export_seconds": self.export_s,
         }
+        if attempts:
+            metrics["int8_attempts"] = len(attempts)
+            metrics["int8_calibration_drop"] = next(a["drop"] for a in attempts if a["chosen"])
         params = {
             "variant": self.variant,
             "architecture": entry.architecture,
@@ -452,6 +511,9 @@ class ModelJob:
             **{f"preprocess_{k}": v for k, v in inputs.pre.to_dict().items()},
             **{f"train_{k}": v for k, v in self.pulled.details.items()},
         }
+        if attempts:
+            params["int8_recipe"] = next(a["recipe"] for a in attempts if a["chosen"])
+            params["int8_max_top1_drop"] = attempts[0]["max_drop"]
         if entry.published is not None:
             params.update(
                 published_params_m=entry.published.params_m,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     artifact_uri: str | None = None  # CNNSELECT_ARTIFACT_URI: root for experiments cnnselect creates (path, s3://...)
     seed: int = 0
     max_quarantined_fraction: float = 0.1  # CNNSELECT_MAX_QUARANTINED_FRACTION: more of a split quarantined fails
+    # CNNSELECT_INT8_MAX_TOP1_DROP: top-1 (a fraction) an INT8 artifact may lose against FP32 on the calibration split
+    # before the runner's accuracy-controlled recipe is tried; a team's stricter max_top1_drop tightens it
+    int8_max_top1_drop: float = 0.01
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -40,9 +40,10 @@ class CalibrationData(Protocol):
 
 @dataclass(frozen=True)
 class ArrayCalibration:
-    """Calibration images already in memory (tests, small splits)."""
+    """Calibration images already in memory (tests, small splits), with their labels when known."""
 
     x: np.ndarray
+    labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -151,3 +152,29 @@ class PeakMemory(Protocol):
     def reset_peak_memory(self) -> None: ...
 
     def peak_memory_mb(self) -> float: ...
+
+
+@runtime_checkable
+class Int8Recipes(Protocol):
+    """An INT8 runner with quantization recipes that trade speed for accuracy, in the order they are tried.
+
+    ``recipes[0]`` is the plain post-training quantization ``prepare`` runs; ``with_recipe`` is a copy of the runner
+    that prepares another (``max_drop``: the top-1 an accuracy-controlled recipe may lose, a fraction).
+    """
+
+    recipes: tuple[str, ...]
+    recipe: str
+
+    def with_recipe(self, recipe: str, max_drop: float) -> Runner: ...
+
+
+def labelled_batches(data: CalibrationData, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(images, labels)`` batches of a split that has ``labels`` (``evaluators.images.ImageSplit``)."""
+    found = getattr(data, "labels", None)
+    labels = np.asarray(found if found is not None else [])
+    if len(labels) != len(data):
+        raise ValueError("an accuracy-controlled INT8 recipe needs a labelled calibration split")
+    start = 0
+    for batch in data.batches(batch_size):
+        yield batch, labels[start : start + len(batch)]
+        start += len(batch)

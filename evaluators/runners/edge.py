@@ -13,7 +13,7 @@ instead of merging their ranges.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,24 @@ class _Calibration:
         return None if batch is None else {INPUT_NAME: batch}
 
 
+RECIPES = ("ptq", "float-sensitive")  # then the layers per-tensor INT8 hurts most kept in float
+
+
+def sensitive_nodes(model_path: Path) -> list[str]:
+    """The layers kept in float by the ``float-sensitive`` recipe: the first and every grouped (depthwise) conv.
+
+    The first convolution sees raw pixels; a depthwise one has few weights per output channel and an activation range
+    per tensor. Both are the usual first suspects when INT8 costs a MobileNet or EfficientNet top-1; the recipe's
+    effect is measured (calibration top-1) and recorded, never assumed.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name]
+    grouped = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return list(dict.fromkeys([*(c.name for c in convs[:1]), *grouped]))
+
+
 def output_nodes(model_path: Path) -> list[str]:
     """Names of the nodes that produce the graph's outputs (the classifier), kept out of quantization."""
     import onnx
@@ -52,6 +70,13 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
     per_channel: bool = True
     calibration_batch: int = 8  # images per calibration batch at most ...
     calibration_pixels: int = 8 * 64 * 64  # ... and about this many input pixels per batch (1 image at 224 px)
+    recipe: str = "ptq"  # one of RECIPES
+    recipes: tuple[str, ...] = field(default=RECIPES, init=False, repr=False)
+
+    def with_recipe(self, recipe: str, max_drop: float) -> OnnxEdgeInt8Runner:  # max_drop: the recipe is fixed
+        if recipe not in RECIPES:
+            raise ValueError(f"edge int8 recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+        return replace(self, recipe=recipe)
 
     def prepare(self, fp32_onnx: Path, work_dir: Path, calibration: CalibrationData | None) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -79,7 +104,7 @@ class OnnxEdgeInt8Runner(OnnxCpuRunner):
             weight_type=QuantType.QInt8,
             per_channel=self.per_channel,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=output_nodes(pre),
+            nodes_to_exclude=output_nodes(pre) + (sensitive_nodes(pre) if self.recipe == "float-sensitive" else []),
         )
         pre.unlink(missing_ok=True)
         return out

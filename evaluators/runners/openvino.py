@@ -18,8 +18,8 @@ EfficientNet then outputs all-zero logits (OpenVINO 2026.4, NNCF 3.4; ``test_run
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,14 @@ from evaluators.runners.base import (
     Availability,
     CalibrationData,
     cpu_info,
+    labelled_batches,
     require_available,
     require_calibration,
     software_versions,
 )
 
 PRECISIONS = ("fp32", "bf16", "int8")
+RECIPES = ("ptq", "accuracy-control")  # int8: NNCF's plain post-training quantization, then with accuracy control
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # OpenVINO's element type names for INFERENCE_PRECISION_HINT
 IR_NAME = "model.xml"
 
@@ -68,6 +70,29 @@ def classifier_ops(model: Any) -> list[str]:
     return []
 
 
+class _Labelled:
+    """``(images, labels)`` batches of the calibration split, re-iterable, for NNCF's validation function."""
+
+    def __init__(self, data: CalibrationData, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return labelled_batches(self.data, self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+
+def _top1(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Top-1 of a compiled model over ``(images, labels)`` batches (ties: the lower class, as everywhere)."""
+    right = total = 0
+    for x, y in items:
+        logits = np.asarray(compiled(x)[0])
+        right += int((np.argmax(logits, axis=1) == y).sum())  # argmax takes the first maximum: the lower index
+        total += len(y)
+    return right / max(1, total)
+
+
 @dataclass
 class _Session:
     compiled: Any
@@ -82,12 +107,20 @@ class OpenVinoRunner:
     float_hint: str = "f32"  # int8 only: precision of the layers NNCF leaves in float
     calibration_batch: int = 8
     calibration_images: int = 300  # NNCF's default subset size, in images
+    recipe: str = "ptq"  # int8: one of RECIPES
+    max_drop: float = 0.01  # accuracy-control: top-1 the INT8 model may lose against FP32 on the calibration split
+    recipes: tuple[str, ...] = field(default=RECIPES, init=False, repr=False)
     _last: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"openvino runner precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"openvino int8 recipe {self.recipe!r}; valid: {', '.join(RECIPES)}")
         self.name = self.name or f"openvino-{self.precision}"
+
+    def with_recipe(self, recipe: str, max_drop: float) -> OpenVinoRunner:
+        return replace(self, recipe=recipe, max_drop=max_drop)
 
     @property
     def hint(self) -> str:
@@ -135,13 +168,21 @@ class OpenVinoRunner:
 
         data = _NncfBatches(calibration, self.calibration_batch)
         keep_float = classifier_ops(model)
-        return nncf.quantize(
-            model,
-            nncf.Dataset(data),
-            target_device=nncf.TargetDevice.CPU,
-            subset_size=max(1, min(len(data), math.ceil(self.calibration_images / self.calibration_batch))),
-            ignored_scope=nncf.IgnoredScope(names=keep_float) if keep_float else None,
-        )
+        common: dict[str, Any] = {
+            "target_device": nncf.TargetDevice.CPU,
+            "subset_size": max(1, min(len(data), math.ceil(self.calibration_images / self.calibration_batch))),
+            "ignored_scope": nncf.IgnoredScope(names=keep_float) if keep_float else None,
+        }
+        if self.recipe == "ptq":
+            return nncf.quantize(model, nncf.Dataset(data), **common)
+        # NNCF's accuracy-aware quantization: layers go back to float, most harmful first, until the INT8 model's
+        # top-1 on the labelled calibration split is within max_drop of the float model's (the held-out split is
+        # never seen: it measures the result)
+        validation = nncf.Dataset(_Labelled(calibration, self.calibration_batch), lambda item: item[0])
+        return nncf.quantize_with_accuracy_control(
+            model, nncf.Dataset(data), validation, _top1, max_drop=self.max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, **common,
+        )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         return {

@@ -55,3 +55,33 @@ def test_openvino_ir_is_logged_whole(outcomes) -> None:
     client = mlflow.MlflowClient(settings.resolved_tracking_uri)
     logged = {Path(f.path).name for f in client.list_artifacts(by["openvino-int8"].run_id, "deploy")}
     assert {"model.xml", "model.bin"} <= logged  # the whole IR, in a folder of its own beside MLflow's ONNX model
+
+
+def test_int8_records_each_recipe_it_tried(outcomes) -> None:
+    """INT8 is judged on the labelled calibration split against the FP32 export; past the allowed drop the runner's
+    accuracy-controlled recipe is tried next; every attempt is logged and the chosen recipe is a param."""
+    import json
+
+    import mlflow
+
+    from evaluators.runners import get_runner
+
+    by, settings = outcomes
+    o = by["openvino-int8"]
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    attempts = json.loads(Path(client.download_artifacts(o.run_id, "int8/attempts.json")).read_text())
+    recipes = get_runner("openvino-int8").recipes
+    assert [a["recipe"] for a in attempts] == list(recipes[: len(attempts)])
+    first = attempts[0]
+    assert first["max_drop"] == settings.int8_max_top1_drop  # no team in the default folder asks for less
+    assert len(attempts) == (1 if first["drop"] <= first["max_drop"] else 2)
+    for a in attempts:
+        assert 0.0 <= a["calibration_top1"] <= 1.0
+        assert abs(a["drop"] - (a["calibration_top1_fp32"] - a["calibration_top1"])) < 1e-12
+    (chosen,) = [a for a in attempts if a["chosen"]]
+    within = [a for a in attempts if a["drop"] <= a["max_drop"]]
+    assert chosen == (within[0] if within else max(attempts, key=lambda a: a["calibration_top1"]))
+    run = client.get_run(o.run_id)
+    assert run.data.params["int8_recipe"] == chosen["recipe"]
+    assert run.data.metrics["int8_attempts"] == len(attempts)
+    assert run.data.metrics["int8_calibration_drop"] == chosen["drop"]

@@ -288,3 +288,51 @@ def test_executorch_batch_bound_is_validated() -> None:
 
     with pytest.raises(ValueError, match="valid: 2 or more"):
         ExecuTorchXnnpackRunner(max_batch=1)
+
+
+def _calibration_top1(name: str, runner, artifact: Path, cal: ArrayCalibration) -> float:
+    session = runner.load(artifact)
+    logits = np.concatenate([runner.predict(session, b) for b in cal.batches(8)])
+    return accuracy(logits, cal.labels).top1
+
+
+def test_openvino_accuracy_control_keeps_int8_within_the_drop(exported, tmp_path: Path) -> None:
+    """NNCF's accuracy-aware recipe, judged on the labelled calibration split: within max_drop of the FP32 export."""
+    art, _, x_cal, _ = exported
+    fp32 = get_runner("openvino-fp32")
+    labels = np.argmax(fp32.predict(fp32.load(fp32.prepare(art.path, tmp_path / "f", None)), x_cal), axis=1)
+    cal = ArrayCalibration(x_cal, labels)  # the float model's own answers: its calibration top-1 is exactly 1.0
+    plain = get_runner("openvino-int8")
+    assert plain.recipes == ("ptq", "accuracy-control") and plain.recipe == "ptq"
+    controlled = plain.with_recipe("accuracy-control", max_drop=0.02)
+    artifact = controlled.prepare(art.path, tmp_path / "ac", cal)
+    assert _calibration_top1("openvino-int8", controlled, artifact, cal) >= 1.0 - 0.02
+    with pytest.raises(ValueError, match="labelled calibration split"):
+        controlled.prepare(art.path, tmp_path / "nolabels", ArrayCalibration(x_cal))
+    with pytest.raises(ValueError, match="valid: ptq, accuracy-control"):
+        plain.with_recipe("magic", 0.01)
+
+
+def test_edge_float_sensitive_recipe_keeps_depthwise_convs_float(tmp_path: Path) -> None:
+    import onnx
+
+    from evaluators.runners.edge import sensitive_nodes
+
+    torch.manual_seed(0)
+    model = create_model(get_entry("test_efficientnet.r160_in1k"), 10).eval()
+    x = np.random.default_rng(1).normal(size=(16, 3, 32, 32)).astype(np.float32)
+    art = export_onnx(model, x, tmp_path / "fp32")
+    keep = sensitive_nodes(art.path)
+    graph = onnx.load(str(art.path), load_external_data=False).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    grouped = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert grouped and set(grouped) < set(keep)  # every depthwise conv, and the stem
+
+    def quantized_convs(recipe: str) -> set[str]:
+        runner = get_runner("edge").with_recipe(recipe, 0.01)
+        out = onnx.load(str(runner.prepare(art.path, tmp_path / recipe, ArrayCalibration(x))), load_external_data=False)
+        deq = {o for n in out.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return {n.name for n in out.graph.node if n.op_type == "Conv" and n.input[1] in deq}  # INT8 weights
+
+    assert set(grouped) & quantized_convs("ptq")
+    assert not set(keep) & quantized_convs("float-sensitive")
