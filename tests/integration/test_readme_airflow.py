@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from catalog import get_profile
 from tests import browser
 from tests.conftest import REPO
 from tests.integration.readme_stack import Clone, MakeTarget, fresh_clone, start_airflow, start_mlflow_ui
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOCS = REPO / "docs"
 DAG = "cnn_evaluation"
-DEMO = 6  # models in the demo profile: the form's default
+DEMO = get_profile("demo").models  # the form's default profile
 
 
 @pytest.fixture(scope="module")
@@ -77,27 +78,36 @@ def _finished(url: str, dag: str, run_id: str, airflow: MakeTarget, timeout: flo
     return str(wait_for(f"{dag} run {run_id}", done, timeout, [airflow], every=5))
 
 
-def _ui_states(page: Any, url: str, dag: str, run_id: str) -> dict[tuple[str, int], str]:
-    """The run page's task-instance table as a person reads it: (task, map index) -> state."""
+def _ui_states(page: Any, url: str, dag: str, run_id: str) -> dict[tuple[str, str], str]:
+    """The run page's task-instance table as a person reads it: (task, map index or its label) -> state.
+
+    A finished mapped item shows its label (``resnet18.tv_in1k on cpu, edge``), an unmapped task none ("").
+    """
+    page.set_viewport_size({"width": 1400, "height": 4000})  # the table renders the rows in view only
     page.goto(f"{url}/dags/{dag}/runs/{run_id}", wait_until="networkidle")
     page.get_by_text("Task Instances").first.wait_for()
-    page.locator("tbody tr").first.wait_for()
+    page.locator("tbody tr td").nth(3).wait_for()
     states = {}
     for row in page.locator("tbody tr").all():
         cells = [c.inner_text().strip() for c in row.locator("td").all()]
         task, index, state = cells[1], cells[2], cells[3]
-        states[(task, int(index) if index.isdigit() else -1)] = state.lower().replace(" ", "_")  # Airflow's names
+        states[(task, index)] = state.lower().replace(" ", "_")  # Airflow's own state names
+    page.set_viewport_size({"width": 1400, "height": 1000})
     return states
 
 
 def _grid_colour(page: Any, run_id: str, task: str) -> str:
     """The colour of ``task``'s cell in the grid beside the run (the run page is open)."""
     badge = page.locator(f'[data-testid="grid-{run_id}-{task}"] [data-testid="task-state-badge"]')
+    badge.wait_for()
     return str(badge.evaluate("e => getComputedStyle(e).backgroundColor"))
 
 
-def _measured(states: dict[tuple[str, int], str]) -> list[str]:
-    return [s for (task, _), s in sorted(states.items()) if task == "measure_default"]
+def _measured(states: dict[tuple[str, str], str], models: tuple[str, ...]) -> dict[str, str]:
+    """model -> state of its measure item: labelled ``<model> on <runners>``, or its index into ``models`` while the
+    label is not rendered."""
+    items = {label: s for (task, label), s in states.items() if task == "measure_default"}
+    return {(models[int(label)] if label.isdigit() else label.split(" on ")[0]): s for label, s in items.items()}
 
 
 @pytest.mark.timeout(2700)  # the demo sweep through Airflow: about 6 minutes on 2 idle cores, three runs in all
@@ -123,8 +133,9 @@ def test_the_readme_airflow_path(readme: tuple[Clone, MakeTarget, str], page: An
     first = _trigger(page, url, shot=DOCS / "airflow-trigger.png")
     assert _finished(url, DAG, first, airflow, 1800) == "success", airflow.tail()
     states = _ui_states(page, url, DAG, first)
-    assert _measured(states) == ["success"] * DEMO, states
-    assert states[("verdict", -1)] == "success" and states[("summarize", -1)] == "success"
+    assert _measured(states, DEMO) == dict.fromkeys(DEMO, "success"), states
+    assert all(label.endswith(" on cpu, edge") for task, label in states if task == "measure_default")
+    assert states[("verdict", "")] == "success" and states[("summarize", "")] == "success"
     green = _grid_colour(page, first, "prepare_data")
     assert _grid_colour(page, first, "measure_default") == green == _grid_colour(page, first, "verdict")
     page.screenshot(path=str(DOCS / "airflow-dag-run.png"))
@@ -140,7 +151,7 @@ def test_the_readme_airflow_path(readme: tuple[Clone, MakeTarget, str], page: An
     promotion = _promotion_after(url, airflow, first)
     assert _finished(url, "cnn_promotion", promotion, airflow, 600) == "success"
     promoted = _ui_states(page, url, "cnn_promotion", promotion)
-    assert promoted[("report", -1)] == "success" and all(
+    assert promoted[("report", "")] == "success" and all(
         s == "success" for (task, _), s in promoted.items() if task == "promote"
     ), promoted
 
@@ -148,20 +159,21 @@ def test_the_readme_airflow_path(readme: tuple[Clone, MakeTarget, str], page: An
     second = _trigger(page, url)
     assert _finished(url, DAG, second, airflow, 900) == "success"
     states = _ui_states(page, url, DAG, second)
-    assert _measured(states) == ["skipped"] * DEMO, states
+    assert _measured(states, DEMO) == dict.fromkeys(DEMO, "skipped"), states
     skipped = _grid_colour(page, second, "measure_default")
     assert skipped != green
 
     # 3. a checkpoint that fits one of two models: the broken one is red, and so is the run; the other is measured
     ckpt = _resnet_checkpoint(tmp_path)
     third = _trigger(
-        page, url, {"element_models": "test_resnet.r160_in1k\ntest_efficientnet.r160_in1k",
+        page, url, {"element_models": "\n".join(("test_resnet.r160_in1k", "test_efficientnet.r160_in1k")),
                     "element_weights": f"file:{ckpt}"},
     )  # fmt: skip
     assert _finished(url, DAG, third, airflow, 900) == "failed"
     states = _ui_states(page, url, DAG, third)
-    assert _measured(states) == ["success", "failed"], states
-    assert states[("verdict", -1)] == "failed" and states[("summarize", -1)] == "success"
+    pair = ("test_resnet.r160_in1k", "test_efficientnet.r160_in1k")
+    assert _measured(states, pair) == {pair[0]: "success", pair[1]: "failed"}, states
+    assert states[("verdict", "")] == "failed" and states[("summarize", "")] == "success"
     red = _grid_colour(page, third, "measure_default")
     assert red not in (green, skipped) and red == _grid_colour(page, third, "verdict")
     page.screenshot(path=str(DOCS / "airflow-failed-run.png"))
@@ -211,8 +223,8 @@ def test_a_bad_trigger_is_refused_before_any_work(readme: tuple[Clone, MakeTarge
     run = _trigger(page, url, {"element_models": "resnet-18"})
     assert _finished(url, DAG, run, airflow, 900) == "failed"
     states = _ui_states(page, url, DAG, run)
-    assert states[("plan", -1)] == "failed" and states[("verdict", -1)] == "failed", states
+    assert states[("plan", "")] == "failed" and states[("verdict", "")] == "failed", states
     assert {s for (task, _), s in states.items() if task in ("pull", "measure_default")} == {"upstream_failed"}
-    assert states[("summarize", -1)] == "skipped"  # nothing was planned: no asset, no promotion
+    assert states[("summarize", "")] == "skipped"  # nothing was planned: no asset, no promotion
     log = "\n".join(_task_log(url, run, "plan", -1))
     assert "unknown catalog entry 'resnet-18'. Did you mean 'resnet18.tv_in1k'" in log, log
