@@ -198,11 +198,11 @@ def _task_log(url: str, run_id: str, task: str, map_index: int) -> list[str]:
 
 
 def _promotion_after(url: str, airflow: MakeTarget, sweep: str) -> str:
-    ended = _api(url, f"/dags/{DAG}/dagRuns/{sweep}")["end_date"]
+    began = _api(url, f"/dags/{DAG}/dagRuns/{sweep}")["start_date"]  # summarize announces before the run ends
 
     def started() -> str | None:
         runs = _api(url, "/dags/cnn_promotion/dagRuns")["dag_runs"]
-        after = [r for r in runs if r["run_type"] == "asset_triggered" and (r["queued_at"] or "") >= ended[:19]]
+        after = [r for r in runs if r["run_type"] == "asset_triggered" and (r["queued_at"] or "") >= began[:19]]
         return after[0]["dag_run_id"] if after else None
 
     return str(wait_for("cnn_promotion from the Asset", started, 300, [airflow], every=5))
