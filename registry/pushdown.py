@@ -29,18 +29,32 @@ candidates; like the index between full reloads, it does not see a card edited b
 (cnnselect never edits one; ``cnnselect add-cards`` writes the cards again from the runs and has the table rebuilt).
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
-cannot cast) returns None and the caller loads the index, which is always right, only slower.
+cannot cast) returns None and the caller loads the index, which is always right, only slower. Where every row was
+read, :func:`settle` says so (:class:`Settled`, its value None when nothing is feasible): a host target answered
+runner by runner skips a runner with nothing feasible instead of loading the index. :func:`newest_host` finds the
+machine a host target is answered on the same way: the store orders, the index's reader decides.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from registry import names, table
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settled(Generic[T]):
+    """What the store settled for certain, every row read: ``value``, or None when there is none."""
+
+    value: T | None
+
 
 DIALECTS = ("postgresql", "sqlite")
 SOURCES = ("table", "card")  # fastest first
@@ -94,8 +108,8 @@ class Query:
     def _point(self) -> None:
         k, a = self.k, self._arg
         if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
-            point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
-            self.args["point"] = f"{point}{k.threads} " if k.threads is not None else point
+            self.args["point"] = point_prefix(k)
+            self.args["host"] = k.host
             return
         # usable (READY, not deleted, fully logged, ok) was decided when the row was written
         self.point += [
@@ -106,6 +120,8 @@ class Query:
         ]
         if k.threads is not None:
             self.point.append(f"t.threads = {a('threads', str(k.threads))}")
+        if k.host is not None:
+            self.point.append(f"t.host = {a('host', k.host)}")
 
     def _budgets(self) -> None:
         """Feasibility's necessary conditions (see the module docstring), each a SQL predicate."""
@@ -141,11 +157,12 @@ class Query:
         """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
         self.args["card"] = names.TAG_CARD
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
+        host = f"AND {_CARD_HOST} = :host" if self.k.host is not None else ""
         return f"""
 WITH t AS (
   SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
   FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point
+  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point {host}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
@@ -176,6 +193,15 @@ SELECT version, obj FROM (
 def _card_field(field: str) -> str:
     """A field of the card in ``p`` (``split_part`` counts from 1; "-" is none)."""
     return f"NULLIF(split_part(t.card, ' ', {names.CARD_FIELDS.index(field) + 1}), '-')"
+
+
+_CARD_HOST = f"split_part(value, ' ', {names.CARD_FIELDS.index('host') + 1})"  # the host id on a card ("-": none)
+
+
+def point_prefix(k: Constraints) -> str:
+    """What the card of a version at ``k``'s operating point starts with (the threads only when pinned)."""
+    point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
+    return f"{point}{k.threads} " if k.threads is not None else point
 
 
 def split_part(text: str | None, delimiter: str, n: int) -> str | None:
@@ -209,6 +235,23 @@ def best(
     counts the queries by source: ``table`` (cnnselect's typed rows) or ``card`` (one card per version). ``typed``:
     cnnselect's table is up to date for this model (:mod:`registry.table`).
     """
+    got = settle(conn, dialect, model_name, k, read, artifact_ok, workspace, deleted_stage, used, typed)
+    return got.value if got is not None else None
+
+
+def settle(
+    conn: Any,
+    dialect: str,
+    model_name: str,
+    k: Constraints,
+    read: Callable[[Any, list[int]], dict[int, Candidate]],
+    artifact_ok: Callable[[Candidate], bool],
+    workspace: str,
+    deleted_stage: str,
+    used: dict[str, int] | None = None,
+    typed: bool = False,
+) -> Settled[tuple[Candidate, Verdict]] | None:
+    """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None)."""
     import sqlalchemy as sa
 
     q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card")
@@ -224,7 +267,7 @@ def best(
         built = read(conn, [int(v) for v, _ in rows]) if rows else {}
         for version, floor in rows:
             if winner is not None and _beyond(math.inf if floor is None else float(floor), winner[0][0][0]):
-                return _settle(winner[1], artifact_ok)
+                return _checked(winner[1], artifact_ok)
             c = built.get(int(version))
             if c is None:
                 continue
@@ -232,7 +275,7 @@ def best(
             if v.label == "feasible" and (winner is None or key(c) < winner[0]):
                 winner = (key(c), v)
         if len(rows) < size:  # every row read
-            return _settle(winner[1], artifact_ok) if winner is not None else None
+            return _checked(winner[1], artifact_ok) if winner is not None else Settled(None)
     return None  # not settled within the pages read: the index decides
 
 
@@ -243,5 +286,68 @@ def _beyond(floor: float, best_objective: float) -> bool:
     return floor > best_objective + 1e-9 * max(1.0, abs(best_objective))
 
 
-def _settle(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> tuple[Candidate, Verdict] | None:
-    return (verdict.candidate, verdict) if artifact_ok(verdict.candidate) else None
+def _checked(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> Settled[tuple[Candidate, Verdict]] | None:
+    return Settled((verdict.candidate, verdict)) if artifact_ok(verdict.candidate) else None
+
+
+_NEWEST_CARD = """
+SELECT t.version FROM model_version_tags t
+JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
+WHERE t.workspace = :ws AND t.name = :name AND t.key = :card AND ({points}) AND {host} <> '-' {fp}
+  AND mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
+ORDER BY COALESCE(mv.creation_time, 0) DESC, t.version DESC LIMIT :limit OFFSET :offset
+"""
+_NEWEST_TYPED = f"""
+SELECT t.version FROM {table.NAME} t
+WHERE t.workspace = :ws AND t.name = :name AND t.usable AND t.host <> '' AND t.batch = :batch {{threads}} {{fp}}
+  AND ({{points}})
+ORDER BY t.created DESC, t.version DESC LIMIT :limit OFFSET :offset
+"""
+
+
+def newest_host(
+    conn: Any,
+    model_name: str,
+    k: Constraints,
+    runners: list[Constraints],
+    read: Callable[[Any, list[int]], dict[int, Candidate]],
+    at_host_point: Callable[[Candidate], bool],
+    workspace: str,
+    deleted_stage: str,
+    typed: bool = False,
+) -> Settled[str] | None:
+    """The host id of the newest candidate at any of ``runners``' operating points (``registry.hosts.target_host``).
+
+    The store orders versions newest first at those points; the index's reader builds each and ``at_host_point``
+    (``registry.hosts.on_host_point``) decides, so a superset in SQL is enough. None: not settled within the pages.
+    """
+    import sqlalchemy as sa
+
+    args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "card": names.TAG_CARD}
+    args["fp"] = k.fingerprint
+    if typed:
+        points = " OR ".join(f"(t.runner = :r{i} AND t.precision = :q{i})" for i in range(len(runners)))
+        args.update({f"r{i}": s.target for i, s in enumerate(runners)})
+        args.update({f"q{i}": s.effective_precision for i, s in enumerate(runners)})
+        args.update(batch=k.batch_size, threads=None if k.threads is None else str(k.threads))
+        sql = _NEWEST_TYPED.format(
+            points=points,
+            threads="AND t.threads = :threads" if k.threads is not None else "",
+            fp="AND t.fingerprint = :fp" if k.fingerprint is not None else "",
+        )
+    else:
+        points = " OR ".join(f"substr(t.value, 1, length(:p{i})) = :p{i}" for i in range(len(runners)))
+        args.update({f"p{i}": point_prefix(s) for i, s in enumerate(runners)})
+        fp = "AND NULLIF(split_part(t.value, ' ', 2), '-') = :fp" if k.fingerprint is not None else ""
+        sql = _NEWEST_CARD.format(points=points, host=_CARD_HOST.replace("value", "t.value"), fp=fp)
+    text = sa.text(sql)
+    for page in range(MAX_PAGES):
+        rows = conn.execute(text, {**args, "limit": PAGE, "offset": page * PAGE}).all()
+        built = read(conn, [int(v) for (v,) in rows]) if rows else {}
+        for (version,) in rows:
+            c = built.get(int(version))
+            if c is not None and at_host_point(c):
+                return Settled(c.host)
+        if len(rows) < PAGE:
+            return Settled(None)
+    return None

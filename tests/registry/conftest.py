@@ -53,13 +53,17 @@ def log_one(
     store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", preprocess: dict | None = None,
     **metrics: float,
 ) -> Logged:  # fmt: skip
-    """One real evaluation logged and registered the way the pipeline does it."""
+    """One real evaluation logged and registered the way the pipeline does it (its host id from its fingerprint)."""
+    from evaluators.runners import runner_host_id
+
     path, x, y = tiny_onnx
     ref = DatasetRef(ds, "d" * 64, str(Path(path).parent), tuple("0123456789"), "h" * 64, 450)
+    fingerprint = {"cpu_model": "x", "batch_size": "1", "threads": "all"}
     ev = Evaluation(
         variant, "efficientnet", runner, "int8" if runner == "edge" else "fp32", ref, f"key-{variant}-{runner}",
-        "sweep-1", {"cpu_model": "x", "batch_size": "1", "threads": "all"}, "fp1", "w" * 64, "scratch", path,
+        "sweep-1", fingerprint, "fp1", "w" * 64, "scratch", path,
         x[:1], y[:1], {"variant": variant}, {**BASE, **metrics}, preprocess=preprocess or {},
+        host=runner_host_id(runner, fingerprint),
     )  # fmt: skip
     return log_evaluation(store, ev)
 
