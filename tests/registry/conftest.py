@@ -51,7 +51,7 @@ def shared_store(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 def log_one(
     store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", preprocess: dict | None = None,
-    **metrics: float,
+    artifacts: dict[str, Path] | None = None, **metrics: float,
 ) -> Logged:  # fmt: skip
     """One real evaluation logged and registered the way the pipeline does it (its host id from its fingerprint)."""
     from evaluators.runners import RUNNER_PRECISION, runner_host_id
@@ -63,7 +63,7 @@ def log_one(
         variant, "efficientnet", runner, RUNNER_PRECISION[runner], ref, f"key-{variant}-{runner}",
         "sweep-1", fingerprint, "fp1", "w" * 64, "scratch", path,
         x[:1], y[:1], {"variant": variant}, {**BASE, **metrics}, preprocess=preprocess or {},
-        host=runner_host_id(runner, fingerprint),
+        host=runner_host_id(runner, fingerprint), artifacts=dict(artifacts or {}),
     )  # fmt: skip
     return log_evaluation(store, ev)
 
