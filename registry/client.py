@@ -297,10 +297,9 @@ DEPLOY_DIR = "deploy"  # where the pipeline logs a non-ONNX runner's artifact on
 
 
 def _host_in_store(store: InStore, k: Constraints, ok: Any) -> Candidate | None:
-    """A host target answered in the store: its host, then each runner's best there; None when not sure.
+    """A host target answered in the store: its host, then one query ranking every runner's pool there together.
 
-    Nothing feasible on a runner, for certain, skips it; nothing at all (or a runner not settled) is left to the
-    index, which also says why.
+    None when not sure, or when nothing is feasible: the index answers then, and says why.
     """
     host = k.host
     if host is None:
@@ -309,11 +308,5 @@ def _host_in_store(store: InStore, k: Constraints, ok: Any) -> Candidate | None:
         if found is None or found.value is None:
             return None
         host = found.value
-    order, best = rank_key(k), None
-    for sub in runner_constraints(k, host):
-        got = store.settle(sub, ok)
-        if got is None:
-            return None
-        if got.value is not None and (best is None or order(got.value[0]) < order(best)):
-            best = got.value[0]
-    return best
+    got = store.settle(k.model_copy(update={"host": host}), ok, runner_constraints(k, host))
+    return got.value[0] if got is not None and got.value is not None else None

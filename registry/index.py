@@ -581,8 +581,13 @@ class InStore:
     def _read(self, conn: Any, versions: list[int]) -> dict[int, Candidate]:
         return self.index._read_sql(conn, self.model_name, versions).by_version
 
-    def settle(self, constraints: Any, artifact_ok: Callable[[Candidate], bool]) -> Any:
-        """``pushdown.settle`` for one runner target: a ``Settled`` best feasible candidate, or None (not sure)."""
+    def settle(
+        self, constraints: Any, artifact_ok: Callable[[Candidate], bool], points: list[Any] | None = None
+    ) -> Any:
+        """``pushdown.settle``: a ``Settled`` best feasible candidate, or None (not sure).
+
+        ``points``: several runner targets ranked together in one query (a host target's).
+        """
         from registry import pushdown
 
         return pushdown.settle(
@@ -596,6 +601,7 @@ class InStore:
             DELETED_STAGE,
             self.index.store_queries,
             self.typed,
+            points,
         )
 
     def newest_host(self, constraints: Any, runners: list[Any], at_host_point: Callable[[Candidate], bool]) -> Any:

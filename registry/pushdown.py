@@ -71,14 +71,28 @@ def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
 
 
 class Query:
-    """The SQL for one constraints set: every value bound as a parameter, never spliced into the text."""
+    """The SQL for one constraints set: every value bound as a parameter, never spliced into the text.
+
+    ``points``: the runner targets whose pools are ranked together (a host target's, ``registry.hosts``: the same
+    batch, threads and host, each runner on its own newest fingerprint); default ``[k]``. ``k`` gives the budgets and
+    the objective, which do not depend on the runner.
+    """
 
     def __init__(
-        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, source: str = "card"
+        self,
+        dialect: str,
+        model_name: str,
+        k: Constraints,
+        workspace: str,
+        deleted_stage: str,
+        source: str = "card",
+        points: list[Constraints] | None = None,
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         self.k, self.cast, self.source = k, _CAST[dialect], source
+        self.points = points or [k]
+        self.many = len(self.points) > 1
         self.typed = source == "table"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
         self.point: list[str] = []  # at the operating point and usable
@@ -106,18 +120,25 @@ class Query:
         return value if self.typed else f"CAST({value} AS {self.cast})"
 
     def _point(self) -> None:
-        k, a = self.k, self._arg
+        k, a = self.points[0], self._arg  # batch, threads and host: the same at every point
         if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
-            self.args["point"] = point_prefix(k)
             self.args["host"] = k.host
+            if not self.many:
+                self.args["point"] = point_prefix(k)
+                return
+            tests = []
+            for s in self.points:
+                prefix = a("point", point_prefix(s))
+                tests.append(f"substr(value, 1, length({prefix})) = {prefix}")
+            self.point.append(f"({' OR '.join(tests)})")
             return
         # usable (READY, not deleted, fully logged, ok) was decided when the row was written
-        self.point += [
-            "t.usable",
-            f"t.runner = {a('runner', k.target)}",
-            f"t.precision = {a('precision', k.effective_precision)}",
-            f"t.batch = {a('batch', k.batch_size)}",
+        runners = [
+            f"t.runner = {a('runner', s.target)} AND t.precision = {a('precision', s.effective_precision)}"
+            for s in self.points
         ]
+        self.point += ["t.usable", "(" + " OR ".join(f"({r})" for r in runners) + ")" if self.many else runners[0]]
+        self.point.append(f"t.batch = {a('batch', k.batch_size)}")
         if k.threads is not None:
             self.point.append(f"t.threads = {a('threads', str(k.threads))}")
         if k.host is not None:
@@ -157,21 +178,34 @@ class Query:
         """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
         self.args["card"] = names.TAG_CARD
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
-        host = f"AND {_CARD_HOST} = :host" if self.k.host is not None else ""
+        host = f"AND {_CARD_HOST} = :host" if self.points[0].host is not None else ""
+        point = self.point[0] if self.many else "substr(value, 1, length(:point)) = :point"
+        newest, runner = "SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1", ""
+        pool = f"SELECT version, {self.objective} AS obj FROM p AS t WHERE t.fp = {fp}"
+        if self.many:  # each runner on its own newest fingerprint
+            runner = ", split_part(value, '/', 1) AS runner"
+            newest = (
+                "SELECT runner, fp FROM (SELECT runner, fp, row_number() OVER (PARTITION BY runner ORDER BY created "
+                "DESC, version DESC) AS n FROM p) AS r WHERE n = 1"
+            )
+            if self.k.fingerprint is None:
+                pool = (
+                    f"SELECT t.version AS version, {self.objective} AS obj FROM p AS t "
+                    "JOIN newest n ON n.runner = t.runner AND n.fp = t.fp WHERE 1 = 1"
+                )
         return f"""
 WITH t AS (
-  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
+  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint{runner}
   FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point {host}
+  WHERE workspace = :ws AND name = :name AND key = :card AND {point} {host}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
   WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
 ), newest AS (
-  SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1
+  {newest}
 ), f AS (
-  SELECT version, {self.objective} AS obj FROM p AS t
-  WHERE t.fp = {fp} AND {" AND ".join(self.budgets)}
+  {pool} AND {" AND ".join(self.budgets)}
 )
 SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
@@ -182,6 +216,18 @@ SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFF
         order = "ORDER BY t.created DESC, t.version DESC LIMIT 1"
         newest = f"(SELECT t.fingerprint FROM {table.NAME} t WHERE {here} {order})"
         fp = ":fp" if self.k.fingerprint is not None else newest
+        if self.many and self.k.fingerprint is None:  # each runner on its own newest fingerprint
+            return f"""
+WITH newest AS (
+  SELECT DISTINCT ON (t.runner) t.runner, t.fingerprint FROM {table.NAME} t WHERE {here}
+  ORDER BY t.runner, t.created DESC, t.version DESC
+)
+SELECT version, obj FROM (
+  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
+  JOIN newest n ON n.runner = t.runner AND n.fingerprint = t.fingerprint
+  WHERE {here} AND {" AND ".join(self.budgets)}
+) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
         return f"""
 SELECT version, obj FROM (
   SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
@@ -250,11 +296,15 @@ def settle(
     deleted_stage: str,
     used: dict[str, int] | None = None,
     typed: bool = False,
+    points: list[Constraints] | None = None,
 ) -> Settled[tuple[Candidate, Verdict]] | None:
-    """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None)."""
+    """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None).
+
+    ``points``: several runner targets ranked together (see :class:`Query`).
+    """
     import sqlalchemy as sa
 
-    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card")
+    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card", points)
     if used is not None:
         used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())
