@@ -168,12 +168,11 @@ class Registry:
                     best = verdict
                     break
                 missing.append(c)
-        weighed = merged(pools)
-        if not weighed:
+        if not any(pool.candidates for pool in pools):
             raise no_candidates_on_host(k, snap.candidates)
         if best is None:
-            raise no_feasible([judge(c, k) for c in weighed], k, missing)
-        answer = Answer(best.candidate, best, weighed, k, self)
+            raise no_feasible([judge(c, k) for c in merged(pools)], k, missing)
+        answer = Answer(best.candidate, best, None, k, self)  # its pool merged from the runners' on first use
         snap.answers[key] = answer
         return answer
 

@@ -106,8 +106,10 @@ def no_candidates_on_host(k: Constraints, measured: Iterable[Candidate] = ()) ->
     if not k.on_host:
         return no_candidates(k, measured)
     runners = runner_constraints(k, None)
+    measured = list(measured)
     anywhere = k.model_copy(update={"host": None, "fingerprint": None})
     hosts = sorted({c.host for c in measured if c.host and on_host_point(c, anywhere, runners)})
+    hostless = any(not c.host and any(at_point(c, s) for s in runners) for c in measured)
     text = (
         f"nothing measured on host target {k.target!r} for dataset {k.dataset!r} at batch {k.batch_size} with "
         f"runtimes {', '.join(k.runners)}"
@@ -117,8 +119,8 @@ def no_candidates_on_host(k: Constraints, measured: Iterable[Candidate] = ()) ->
     )
     if hosts and (k.host or k.fingerprint):
         text += f"; measured there on hosts {', '.join(hosts)}"
-    elif not hosts:
-        text += " (versions registered before host ids carry none: `cnnselect add-cards` writes them)"
+    if hostless:
+        text += "; some versions there carry no host id (registered before them): `cnnselect add-cards` writes them"
     return NoCandidatesError(text)
 
 

@@ -201,3 +201,26 @@ def test_host_targets_equal_the_brute_force_oracle_on_200_random_constraint_sets
         assert outcome(lambda: reg.get_best(k)) == want, (trial, k)  # noqa: B023
     assert 40 <= answered <= 160, answered  # both outcomes were exercised, not a degenerate draw
     assert in_store >= 0.9 * answered, (in_store, answered)  # answers came from the store, not from an index load
+
+
+def test_add_cards_tells_a_run_logged_before_host_ids_its_host_from_its_fingerprint(
+    shared_store, tiny_onnx, ds: str
+) -> None:
+    from registry.cards import add_cards
+    from tests.registry.conftest import log_one
+
+    logged = log_one(shared_store, tiny_onnx, ds, "a", "openvino-int8", top1=0.9)
+    client = MlflowClient(shared_store.resolved_tracking_uri)
+    model = names.registered_model_name(ds)
+    want = client.get_model_version(model, logged.version).tags[names.TAG_CARD]
+    assert names.read_card(want).host.startswith("cpu-")
+    client.delete_tag(logged.run_id, names.TAG_HOST)  # as logged before host ids
+    client.set_model_version_tag(model, logged.version, names.TAG_CARD, want.rsplit(" ", 1)[0] + " -")
+    reg = Registry(settings=shared_store)
+    with pytest.raises(NoCandidatesError, match="carry no host id .* `cnnselect add-cards` writes them"):
+        reg.get_best(Constraints(dataset=ds, target="cpu-host"))
+    assert add_cards(shared_store, ds) == 1  # the host id from the run's fingerprint.json, as the pipeline computes it
+    assert client.get_model_version(model, logged.version).tags[names.TAG_CARD] == want
+    assert Registry(settings=shared_store).get_best(Constraints(dataset=ds, target="cpu-host")).runtime == (
+        "openvino-int8"
+    )
