@@ -296,16 +296,10 @@ DEPLOY_DIR = "deploy"  # where the pipeline logs a non-ONNX runner's artifact on
 
 
 def _host_in_store(store: InStore, k: Constraints, ok: Any) -> Candidate | None:
-    """A host target answered in the store: its host, then one query ranking every runner's pool there together.
+    """A host target answered in the store: one query finds its machine and ranks every runner's pool there.
 
     None when not sure, or when nothing is feasible: the index answers then, and says why.
     """
-    host = k.host
-    if host is None:
-        runners = runner_constraints(k, None)
-        found = store.newest_host(k, runners, lambda c: on_host_point(c, k, runners))
-        if found is None or found.value is None:
-            return None
-        host = found.value
-    got = store.settle(k.model_copy(update={"host": host}), ok, runner_constraints(k, host))
+    runners = runner_constraints(k, k.host)
+    got = store.settle(k, ok, runners, lambda c: on_host_point(c, k, runners))
     return got.value[0] if got is not None and got.value is not None else None

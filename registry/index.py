@@ -582,11 +582,16 @@ class InStore:
         return self.index._read_sql(conn, self.model_name, versions).by_version
 
     def settle(
-        self, constraints: Any, artifact_ok: Callable[[Candidate], bool], points: list[Any] | None = None
+        self,
+        constraints: Any,
+        artifact_ok: Callable[[Candidate], bool],
+        points: list[Any] | None = None,
+        newest_ok: Callable[[Candidate], bool] | None = None,
     ) -> Any:
         """``pushdown.settle``: a ``Settled`` best feasible candidate, or None (not sure).
 
-        ``points``: several runner targets ranked together in one query (a host target's).
+        ``points``: several runner targets ranked together in one query (a host target's, its machine found there
+        and checked with ``newest_ok`` unless pinned).
         """
         from registry import pushdown
 
@@ -602,22 +607,7 @@ class InStore:
             self.index.store_queries,
             self.typed,
             points,
-        )
-
-    def newest_host(self, constraints: Any, runners: list[Any], at_host_point: Callable[[Candidate], bool]) -> Any:
-        """``pushdown.newest_host``: a ``Settled`` host id a host target is answered on, or None (not sure)."""
-        from registry import pushdown
-
-        return pushdown.newest_host(
-            self.conn,
-            self.model_name,
-            constraints,
-            runners,
-            self._read,
-            at_host_point,
-            WORKSPACE,
-            DELETED_STAGE,
-            self.typed,
+            newest_ok,
         )
 
 

@@ -30,9 +30,12 @@ candidates; like the index between full reloads, it does not see a card edited b
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
 cannot cast) returns None and the caller loads the index, which is always right, only slower. Where every row was
-read, :func:`settle` says so (:class:`Settled`, its value None when nothing is feasible): a host target answered
-runner by runner skips a runner with nothing feasible instead of loading the index. :func:`newest_host` finds the
-machine a host target is answered on the same way: the store orders, the index's reader decides.
+read, :func:`settle` says so (:class:`Settled`, its value None when nothing is feasible).
+
+A host target (``registry.hosts``) is one query over several runners' points: the machine is the newest card there
+with a host id (unless pinned), checked in Python as the index would find it; each runner is on its own newest
+fingerprint on that machine; the rows of every runner are ordered together by the objective, which does not depend on
+the runner, so the stopping rule holds over their union.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ SOURCES = ("table", "card")  # fastest first
 PAGE = 32
 MAX_PAGES = 4
 _CAST = {"postgresql": "DOUBLE PRECISION", "sqlite": "REAL"}
+_FIND = {"postgresql": "strpos", "sqlite": "instr"}  # the position of a substring
 
 
 def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
@@ -91,8 +95,9 @@ class Query:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         self.k, self.cast, self.source = k, _CAST[dialect], source
+        self.find = _FIND[dialect]
         self.points = points or [k]
-        self.many = len(self.points) > 1
+        self.many = points is not None  # a host target's, even of one runner: its machine found here
         self.typed = source == "table"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
         self.point: list[str] = []  # at the operating point and usable
@@ -122,7 +127,6 @@ class Query:
     def _point(self) -> None:
         k, a = self.points[0], self._arg  # batch, threads and host: the same at every point
         if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
-            self.args["host"] = k.host
             if not self.many:
                 self.args["point"] = point_prefix(k)
                 return
@@ -177,37 +181,79 @@ class Query:
     def _card_sql(self) -> str:
         """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
         self.args["card"] = names.TAG_CARD
+        if self.many:
+            return self._card_many_sql()
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
-        host = f"AND {_CARD_HOST} = :host" if self.points[0].host is not None else ""
-        point = self.point[0] if self.many else "substr(value, 1, length(:point)) = :point"
-        newest, runner = "SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1", ""
-        pool = f"SELECT version, {self.objective} AS obj FROM p AS t WHERE t.fp = {fp}"
-        if self.many:  # each runner on its own newest fingerprint
-            runner = ", split_part(value, '/', 1) AS runner"
-            newest = (
-                "SELECT runner, fp FROM (SELECT runner, fp, row_number() OVER (PARTITION BY runner ORDER BY created "
-                "DESC, version DESC) AS n FROM p) AS r WHERE n = 1"
-            )
-            if self.k.fingerprint is None:
-                pool = (
-                    f"SELECT t.version AS version, {self.objective} AS obj FROM p AS t "
-                    "JOIN newest n ON n.runner = t.runner AND n.fp = t.fp WHERE 1 = 1"
-                )
         return f"""
 WITH t AS (
-  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint{runner}
+  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
   FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key = :card AND {point} {host}
+  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point {self._pinned()}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
   WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
 ), newest AS (
-  {newest}
+  SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1
 ), f AS (
-  {pool} AND {" AND ".join(self.budgets)}
+  SELECT version, {self.objective} AS obj FROM p AS t
+  WHERE t.fp = {fp} AND {" AND ".join(self.budgets)}
 )
 SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
+
+    def _pinned(self) -> str:
+        """The card ends with the pinned host id (its last field), tested without cutting the card."""
+        host = self.points[0].host
+        if host is None:
+            return ""
+        self.args["hostsp"] = f" {host}"
+        return "AND substr(value, length(value) - length(:hostsp) + 1) = :hostsp"
+
+    @property
+    def finds_host(self) -> bool:
+        """A host target's machine is found in the same query: the newest card with a host id at its points."""
+        return self.many and self.points[0].host is None
+
+    def _card_many_sql(self) -> str:
+        """Several runners' cards ranked together, each on its newest fingerprint, on one machine.
+
+        When no host is pinned, ``h`` is the newest card at the points with a host id (and the pinned fingerprint):
+        its machine is the one answered on, and its version comes back with each row for Python to check.
+        ``newest`` is MATERIALIZED: SQLite otherwise runs its window again for every row it is joined with.
+        """
+        declared = self.k.fingerprint is not None
+        runner = f"substr(value, 1, {self.find}(value, '/') - 1)"
+        host, on_host, newest_col = "", "", ""
+        if self.finds_host:
+            host = f"""h AS (
+  SELECT newest, split_part(card, ' ', {names.CARD_FIELDS.index("host") + 1}) AS host FROM (
+    SELECT version AS newest, card FROM p
+    WHERE substr(card, length(card) - 1) <> ' -' {"AND fp = :fp" if declared else ""}
+    ORDER BY created DESC, version DESC LIMIT 1
+  ) AS n
+), """  # the card cut once, for the newest row only
+            on_host = "AND substr(t.card, length(t.card) - length((SELECT host FROM h))) = ' ' || (SELECT host FROM h)"
+            newest_col = ", (SELECT newest FROM h) AS newest"
+        ranked = "row_number() OVER (PARTITION BY runner ORDER BY created DESC, version DESC)"
+        pool = "FROM p AS t WHERE t.fp = :fp" if declared else (
+            "FROM p AS t JOIN newest n ON n.runner = t.runner AND n.fp = t.fp WHERE 1 = 1"
+        )  # fmt: skip
+        return f"""
+WITH t AS (
+  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint, {runner} AS runner
+  FROM model_version_tags
+  WHERE workspace = :ws AND name = :name AND key = :card AND {self.point[0]} {self._pinned()}
+), p AS (
+  SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
+  FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
+  WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
+), {host}newest AS MATERIALIZED (
+  SELECT runner, fp FROM (SELECT runner, fp, {ranked} AS n FROM p AS t WHERE 1 = 1 {on_host}) AS r WHERE n = 1
+), f AS (
+  SELECT t.version AS version, {self.objective} AS obj {pool} {on_host} AND {" AND ".join(self.budgets)}
+)
+SELECT version, obj{newest_col} FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
     def _typed_sql(self) -> str:
@@ -216,18 +262,8 @@ SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFF
         order = "ORDER BY t.created DESC, t.version DESC LIMIT 1"
         newest = f"(SELECT t.fingerprint FROM {table.NAME} t WHERE {here} {order})"
         fp = ":fp" if self.k.fingerprint is not None else newest
-        if self.many and self.k.fingerprint is None:  # each runner on its own newest fingerprint
-            return f"""
-WITH newest AS (
-  SELECT DISTINCT ON (t.runner) t.runner, t.fingerprint FROM {table.NAME} t WHERE {here}
-  ORDER BY t.runner, t.created DESC, t.version DESC
-)
-SELECT version, obj FROM (
-  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
-  JOIN newest n ON n.runner = t.runner AND n.fingerprint = t.fingerprint
-  WHERE {here} AND {" AND ".join(self.budgets)}
-) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
-"""
+        if self.many:
+            return self._typed_many_sql(here)
         return f"""
 SELECT version, obj FROM (
   SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
@@ -235,13 +271,38 @@ SELECT version, obj FROM (
 ) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
+    def _typed_many_sql(self, here: str) -> str:
+        """:meth:`_card_many_sql` on typed columns: the machine (unless pinned), each runner's newest fingerprint."""
+        declared = self.k.fingerprint is not None
+        ctes, newest_col = [], ""
+        if self.finds_host:
+            ctes.append(
+                f"h AS (SELECT t.version AS newest, t.host FROM {table.NAME} t WHERE {here} AND t.host <> ''"
+                f"{' AND t.fingerprint = :fp' if declared else ''} ORDER BY t.created DESC, t.version DESC LIMIT 1)"
+            )
+            here += " AND t.host = (SELECT host FROM h)"
+            newest_col = ", (SELECT newest FROM h) AS newest"
+        join = "WHERE"
+        if declared:
+            here += " AND t.fingerprint = :fp"
+        else:
+            ctes.append(
+                f"newest AS (SELECT DISTINCT ON (t.runner) t.runner, t.fingerprint FROM {table.NAME} t WHERE {here} "
+                "ORDER BY t.runner, t.created DESC, t.version DESC)"
+            )
+            join = "JOIN newest n ON n.runner = t.runner AND n.fingerprint = t.fingerprint WHERE"
+        return f"""
+WITH {", ".join(ctes) or "none AS (SELECT 1)"}
+SELECT version, obj{newest_col} FROM (
+  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
+  {join} {here} AND {" AND ".join(self.budgets)}
+) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
+
 
 def _card_field(field: str) -> str:
     """A field of the card in ``p`` (``split_part`` counts from 1; "-" is none)."""
     return f"NULLIF(split_part(t.card, ' ', {names.CARD_FIELDS.index(field) + 1}), '-')"
-
-
-_CARD_HOST = f"split_part(value, ' ', {names.CARD_FIELDS.index('host') + 1})"  # the host id on a card ("-": none)
 
 
 def point_prefix(k: Constraints) -> str:
@@ -297,10 +358,13 @@ def settle(
     used: dict[str, int] | None = None,
     typed: bool = False,
     points: list[Constraints] | None = None,
+    newest_ok: Callable[[Candidate], bool] | None = None,
 ) -> Settled[tuple[Candidate, Verdict]] | None:
     """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None).
 
-    ``points``: several runner targets ranked together (see :class:`Query`).
+    ``points``: several runner targets ranked together (see :class:`Query`). Where the query finds their machine
+    (no host pinned), ``newest_ok`` must accept the candidate it was found from (``registry.hosts.on_host_point``:
+    the index's own rule), else the answer is not sure.
     """
     import sqlalchemy as sa
 
@@ -314,8 +378,11 @@ def settle(
     for page in range(MAX_PAGES):
         size, offset = (first, 0) if page == 0 else (PAGE, first + (page - 1) * PAGE)
         rows = conn.execute(text, {**q.args, "limit": size, "offset": offset}).all()
-        built = read(conn, [int(v) for v, _ in rows]) if rows else {}
-        for version, floor in rows:
+        newest = [int(rows[0][2])] if q.finds_host and page == 0 and rows and rows[0][2] is not None else []
+        built = read(conn, [int(r[0]) for r in rows] + newest) if rows else {}
+        if newest and (newest_ok is None or (c := built.get(newest[0])) is None or not newest_ok(c)):
+            return None  # the store's newest card there is not the index's newest candidate: the index decides
+        for version, floor, *_ in rows:
             if winner is not None and _beyond(math.inf if floor is None else float(floor), winner[0][0][0]):
                 return _checked(winner[1], artifact_ok)
             c = built.get(int(version))
@@ -338,66 +405,3 @@ def _beyond(floor: float, best_objective: float) -> bool:
 
 def _checked(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> Settled[tuple[Candidate, Verdict]] | None:
     return Settled((verdict.candidate, verdict)) if artifact_ok(verdict.candidate) else None
-
-
-_NEWEST_CARD = """
-SELECT t.version FROM model_version_tags t
-JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
-WHERE t.workspace = :ws AND t.name = :name AND t.key = :card AND ({points}) AND {host} <> '-' {fp}
-  AND mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
-ORDER BY COALESCE(mv.creation_time, 0) DESC, t.version DESC LIMIT :limit OFFSET :offset
-"""
-_NEWEST_TYPED = f"""
-SELECT t.version FROM {table.NAME} t
-WHERE t.workspace = :ws AND t.name = :name AND t.usable AND t.host <> '' AND t.batch = :batch {{threads}} {{fp}}
-  AND ({{points}})
-ORDER BY t.created DESC, t.version DESC LIMIT :limit OFFSET :offset
-"""
-
-
-def newest_host(
-    conn: Any,
-    model_name: str,
-    k: Constraints,
-    runners: list[Constraints],
-    read: Callable[[Any, list[int]], dict[int, Candidate]],
-    at_host_point: Callable[[Candidate], bool],
-    workspace: str,
-    deleted_stage: str,
-    typed: bool = False,
-) -> Settled[str] | None:
-    """The host id of the newest candidate at any of ``runners``' operating points (``registry.hosts.target_host``).
-
-    The store orders versions newest first at those points; the index's reader builds each and ``at_host_point``
-    (``registry.hosts.on_host_point``) decides, so a superset in SQL is enough. None: not settled within the pages.
-    """
-    import sqlalchemy as sa
-
-    args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "card": names.TAG_CARD}
-    args["fp"] = k.fingerprint
-    if typed:
-        points = " OR ".join(f"(t.runner = :r{i} AND t.precision = :q{i})" for i in range(len(runners)))
-        args.update({f"r{i}": s.target for i, s in enumerate(runners)})
-        args.update({f"q{i}": s.effective_precision for i, s in enumerate(runners)})
-        args.update(batch=k.batch_size, threads=None if k.threads is None else str(k.threads))
-        sql = _NEWEST_TYPED.format(
-            points=points,
-            threads="AND t.threads = :threads" if k.threads is not None else "",
-            fp="AND t.fingerprint = :fp" if k.fingerprint is not None else "",
-        )
-    else:
-        points = " OR ".join(f"substr(t.value, 1, length(:p{i})) = :p{i}" for i in range(len(runners)))
-        args.update({f"p{i}": point_prefix(s) for i, s in enumerate(runners)})
-        fp = "AND NULLIF(split_part(t.value, ' ', 2), '-') = :fp" if k.fingerprint is not None else ""
-        sql = _NEWEST_CARD.format(points=points, host=_CARD_HOST.replace("value", "t.value"), fp=fp)
-    text = sa.text(sql)
-    for page in range(MAX_PAGES):
-        rows = conn.execute(text, {**args, "limit": PAGE, "offset": page * PAGE}).all()
-        built = read(conn, [int(v) for (v,) in rows]) if rows else {}
-        for (version,) in rows:
-            c = built.get(int(version))
-            if c is not None and at_host_point(c):
-                return Settled(c.host)
-        if len(rows) < PAGE:
-            return Settled(None)
-    return None
