@@ -150,10 +150,13 @@ def _constraints_from(args: argparse.Namespace) -> dict[str, Any]:
         "min_top1",
         "objective",
         "threads",
+        "host",
+        "precision",
     )
     k = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
-    if args.families:
-        k["families"] = tuple(args.families.split(","))
+    for key in ("families", "runtimes", "precisions"):
+        if getattr(args, key):
+            k[key] = tuple(getattr(args, key).split(","))
     return k
 
 
@@ -259,7 +262,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from catalog import Family, list_profiles
-    from evaluators.runners import RUNNER_NAMES
+    from evaluators.runners import HOSTS, RUNNER_NAMES
 
     p = argparse.ArgumentParser(prog="cnnselect", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -286,7 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("best", help="registry.get_best for a team (--team) or inline constraints")
     b.add_argument("--team", help="a team's name: its file's constraints (see `cnnselect teams validate`)")
     b.add_argument("--teams-dir", help="folder of team YAML files (default: CNNSELECT_TEAMS_DIR or the packaged ones)")
-    b.add_argument("--target", help=f"runner, of {', '.join(RUNNER_NAMES)} (default cpu)")
+    b.add_argument(
+        "--target",
+        help=f"runner, of {', '.join(RUNNER_NAMES)} (default cpu); or a host kind, {', '.join(HOSTS)}: every runtime "
+        "measured on one machine of it",
+    )
+    b.add_argument("--runtimes", help="host target: comma-separated runners allowed (default: every one of the host)")
+    b.add_argument("--host", help="host id the measurements ran on (default: the latest measured)")
+    b.add_argument("--precision", help="the precision deployed (default: the runner's; a host target: any)")
+    b.add_argument("--precisions", help="comma-separated precisions allowed, e.g. fp32,int8")
     b.add_argument("--dataset", help="default digits")
     for flag in ("max-latency-ms", "max-params-m", "max-size-mb", "max-gmacs", "min-top1"):
         b.add_argument(f"--{flag}", type=float)

@@ -1,4 +1,4 @@
-"""``cnnselect runners``: every runner by name, with its precision and whether it can run here (and why not)."""
+"""``cnnselect runners``: every runner by name, its precision (and host kind), whether it can run here (and why not)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cnnselect.console import EXIT_OK, console
 
 def runner_rows() -> list[dict[str, Any]]:
     """One row per registered runner; a runner whose availability check itself fails is unavailable with the error."""
-    from evaluators.runners import RUNNER_NAMES, get_runner
+    from evaluators.runners import RUNNER_HOST, RUNNER_NAMES, get_runner
 
     rows = []
     for name in RUNNER_NAMES:
@@ -24,7 +24,8 @@ def runner_rows() -> list[dict[str, Any]]:
             available, reason = avail.available, avail.reason
         except Exception as exc:  # a broken install is a reason to report, not a crashed listing
             available, reason = False, f"availability check failed: {type(exc).__name__}: {exc}"
-        rows.append({"name": name, "precision": runner.precision, "available": available, "reason": reason})
+        row = {"name": name, "host": RUNNER_HOST[name], "precision": runner.precision}
+        rows.append({**row, "available": available, "reason": reason})
     return rows
 
 
@@ -39,11 +40,10 @@ def cmd_runners(args: argparse.Namespace) -> int:
         print(json.dumps(rows))
         return EXIT_OK
     table = Table(title=f"Runners ({sum(r['available'] for r in rows)} of {len(rows)} available here)")
-    for col in ("runner", "precision", "available", "reason"):
+    for col in ("runner", "precision", "available", "reason"):  # the host kind: in --json (80 columns keep the reason)
         table.add_column(col)
     for r in rows:
-        table.add_row(
-            r["name"], r["precision"], "[green]yes[/]" if r["available"] else "[red]no[/]", escape(r["reason"])
-        )
+        available = "[green]yes[/]" if r["available"] else "[red]no[/]"
+        table.add_row(r["name"], r["precision"], available, escape(r["reason"]))
     console.print(table)
     return EXIT_OK

@@ -437,12 +437,18 @@ def answer(constraints: dict[str, Any], settings: Settings | None = None) -> dic
         a = Registry(settings=settings or Settings()).get_best(k)
     except RegistryError as exc:
         near = [verdict_dict(v) for v in exc.nearest] if isinstance(exc, NoFeasibleModelError) else []
-        return {"constraints": k.model_dump(), "error": type(exc).__name__, "message": str(exc), "nearest": near}
+        error = {"constraints": k.model_dump(), "error": type(exc).__name__, "message": str(exc), "nearest": near}
+        return {**error, "on_host": k.on_host}
     chosen, *rest = a.explained()
     return {
         "constraints": k.model_dump(),
         "variant": a.candidate.variant,
         "uri": a.uri,
+        "runtime": a.runtime,
+        "precision": a.precision,
+        "threads": a.threads,
+        "host": a.host,
+        "on_host": k.on_host,
         "metrics": {
             m: a.metrics.get(m)
             for m in ("top1", "top1_ci_low", k.latency_metric, f"{k.latency_metric[:-3]}_ub_ms", "params_m", "size_mb")
@@ -463,6 +469,8 @@ def verdict_dict(v: Any, chosen: bool = False) -> dict[str, Any]:
         "variant": c.variant,
         "version": c.version,
         "uri": c.uri,
+        "runtime": c.runner,
+        "precision": c.precision,
         "label": "chosen" if chosen else v.label,
         "checks": [ch.describe() for ch in checks],
     }

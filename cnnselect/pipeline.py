@@ -415,7 +415,7 @@ class ModelJob:
     def measure(self, r: str) -> Evaluation:
         from evaluators.accuracy import accuracy, predict_stream, write_accuracy_artifacts, write_predictions
         from evaluators.latency import LatencySettings, measure_batches
-        from evaluators.runners import PeakMemory, artifact_files, fingerprint_id, get_runner
+        from evaluators.runners import PeakMemory, artifact_files, fingerprint_id, get_runner, runner_host_id
 
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
         runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
@@ -540,6 +540,7 @@ class ModelJob:
             metrics=metrics,
             artifacts={**acc_files, **({} if artifact.suffix == ".onnx" else {"deploy": _folder(deploy_files, out)})},
             preprocess=inputs.pre.to_dict(),
+            host=runner_host_id(r, fp),
         )
 
     def _data_files(self, out: Path) -> Path:

@@ -22,7 +22,8 @@ from cnnselect.plots import frontier_names, plot_tradeoffs, points_of, points_of
 from registry import names
 from registry.constraints import Constraints
 from registry.errors import NoCandidatesError, NoFeasibleModelError
-from registry.selection import Candidate, Verdict, rank, select
+from registry.hosts import host_pool, select
+from registry.selection import Candidate, Verdict, rank
 
 # On evaluation runs, per team: feasible-champion | feasible | marginal | infeasible (LIKE 'feasible%' = usable)
 TEAM_TAG_PREFIX = "cnnselect.team."
@@ -127,10 +128,13 @@ def judge_team(name: str, k: Constraints, candidates: Sequence[Candidate]) -> Te
 
 
 def _judge_all(candidates: Sequence[Candidate], k: Constraints) -> list[Verdict]:
-    """Every verdict ``get_best`` would weigh: the target's candidates at the team's operating point."""
+    """Every verdict ``get_best`` would weigh: the target's candidates at the team's operating point.
+
+    A host target weighs every runtime's, on its machine.
+    """
     from registry.selection import at_operating_point, judge
 
-    return [judge(c, k) for c in at_operating_point(candidates, k)]
+    return [judge(c, k) for c in (host_pool(candidates, k) if k.on_host else at_operating_point(candidates, k))]
 
 
 def build(

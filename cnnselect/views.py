@@ -97,12 +97,13 @@ def declared(constraints: dict[str, Any]) -> str:
     return ", ".join(parts) or "no budget"
 
 
-def verdict_table(title: str, verdicts: list[dict[str, Any]], width: int) -> Table:
+def verdict_table(title: str, verdicts: list[dict[str, Any]], width: int, runtimes: bool = False) -> Table:
     """One row per judged candidate: name and version (never cut), its label, and each deciding check on its line.
 
-    Narrow terminals get the label under the name instead of in a column of its own, so the checks keep the room.
+    ``runtimes``: a host target's candidates, each named with the runtime it was measured on. Narrow terminals get
+    the label under the name instead of in a column of its own, so the checks keep the room.
     """
-    names = [f"{v['variant']} v{v['version']}" for v in verdicts]
+    names = [f"{v['variant']} v{v['version']}" + (f" {v['runtime']}" if runtimes else "") for v in verdicts]
     model_w = max([len("model"), *(len(n) for n in names)])
     label_w = max([len("verdict"), *(len(v["label"]) for v in verdicts)])
     split = width - table_width([model_w, label_w, 0]) >= 50  # a verdict column only where the checks keep 50
@@ -131,14 +132,17 @@ def verdict_table(title: str, verdicts: list[dict[str, Any]], width: int) -> Tab
 
 def answer_view(a: dict[str, Any], width: int) -> list[Any]:
     """What ``best`` and ``demo`` print for one ``jobs.answer``: the answer's line, then its table."""
-    k = a["constraints"]
-    title = f"get_best on {k['dataset']}, target {k['target']}: {declared(k)}"
+    k, on_host = a["constraints"], bool(a.get("on_host"))
+    target = k["target"] + (f" ({', '.join(k['runtimes'])})" if k.get("runtimes") else "")
+    title = f"get_best on {k['dataset']}, target {target}: {declared(k)}"
     if "error" in a:
         head = f"[red]{esc(a['error'])}[/]: " + (
             "no measured model satisfies every constraint; the nearest misses:"
             if a.get("nearest")
             else esc(a["message"])
         )
-        return [head, *([verdict_table(title, a["nearest"], width)] if a.get("nearest") else [])]
+        return [head, *([verdict_table(title, a["nearest"], width, on_host)] if a.get("nearest") else [])]
     head = f"[bold green]{esc(a['variant'])}[/] {esc(a['uri'])}"
-    return [head, verdict_table(title, a["verdicts"], width)]
+    runs = f"runtime [bold]{esc(a['runtime'])}[/], precision {esc(a['precision'])}, threads {esc(a['threads'])}"
+    runs += f", host {esc(a['host'] or '-')}"
+    return [head, runs, verdict_table(title, a["verdicts"], width, on_host)]

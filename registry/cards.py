@@ -3,7 +3,8 @@
 A version is registered with its card (``names.TAG_CARD``) in the same call, so a store written by this cnnselect
 needs neither. They serve a store written before: versions whose figures sit in one ``cnnselect.metric.<m>`` tag
 each, or in an older card, are no candidates until they carry this one; and a card edited by hand, which the index
-and cnnselect's table (:mod:`registry.table`) do not see, is put back to what the run measured.
+and cnnselect's table (:mod:`registry.table`) do not see, is put back to what the run measured. A run logged before
+host ids (``names.TAG_HOST``) gets its host from its own ``fingerprint.json``, as the pipeline computes it.
 """
 
 from __future__ import annotations
@@ -68,11 +69,33 @@ def add_cards(settings: Settings, dataset: str) -> int:
             except MlflowException as exc:
                 log.warning("%s v%s: no card written, its run is not readable (%s)", model, mv.version, exc)
                 continue
-        value = names.version_tags({**run.data.tags, **tags}, run.data.metrics).get(names.TAG_CARD)
+        measured = {**run.data.tags, **tags}
+        if not measured.get(names.TAG_HOST):
+            measured[names.TAG_HOST] = _host_of(client, run.info.run_id, measured.get(names.TAG_RUNNER, ""))
+        value = names.version_tags(measured, run.data.metrics).get(names.TAG_CARD)
         if value is not None and tags.get(names.TAG_CARD) != value:
             client.set_model_version_tag(model, mv.version, names.TAG_CARD, value)
             written += 1
     return written
+
+
+def _host_of(client: Any, run_id: str, runner: str) -> str:
+    """The host id of a run logged before host ids: from its ``fingerprint.json``; "" when it cannot be told."""
+    import json
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from evaluators.runners import RUNNER_HOST, runner_host_id
+
+    if runner not in RUNNER_HOST:
+        return ""
+    try:
+        fp = json.loads(Path(client.download_artifacts(run_id, "fingerprint.json")).read_text())
+    except (MlflowException, OSError, ValueError) as exc:
+        log.warning("run %s: no fingerprint.json to tell its host from (%s); its card has no host", run_id, exc)
+        return ""
+    return runner_host_id(runner, {str(k): str(v) for k, v in fp.items()}) if isinstance(fp, dict) else ""
 
 
 def prune_tags(settings: Settings, dataset: str) -> int:

@@ -1,108 +1,29 @@
-"""The read side: a thin, picklable facade over ``MlflowClient`` that answers ``get_best``."""
+"""The read side: a thin, picklable facade over ``MlflowClient`` that answers ``get_best``.
+
+A runner target is answered from one ranked pool (in the store while the index is not loaded, else from memory). A
+host target (:mod:`registry.hosts`) is answered runner by runner through the same paths, on one host, and the best of
+the runners' bests taken by the same rank key; its answer is cached like any other, per constraints.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from registry import names
+from registry.answer import Answer, local_dir
 from registry.constraints import Constraints
 from registry.errors import NoChampionError, RegistryError
-from registry.index import CandidateIndex
-from registry.selection import (
-    Candidate,
-    Verdict,
-    at_operating_point,
-    judge,
-    no_candidates,
-    no_feasible,
-    rank,
-    rank_key,
-)
+from registry.hosts import host_pool, merged, no_candidates_on_host, on_host_point, runner_constraints, target_host
+from registry.index import CandidateIndex, InStore
+from registry.selection import Candidate, Verdict, at_operating_point, judge, no_candidates, no_feasible, rank_key
 from registry.settings import Settings
 from registry.teams import Team, load_team
 
-
-@dataclass
-class Answer:
-    """The chosen version: its ``models:/`` URI, metrics and the reasons, and ``load()`` for a ready session."""
-
-    candidate: Candidate
-    verdict: Verdict
-    _pool: list[Candidate] | None = field(repr=False)  # None: answered in the store; the index is read on first use
-    constraints: Constraints
-    _registry: Registry = field(repr=False)
-    _verdicts: list[Verdict] | None = field(default=None, repr=False)
-
-    @property
-    def pool(self) -> list[Candidate]:
-        """Every candidate at the constraints' operating point and fingerprint, in rank order.
-
-        An answer computed in the store reads its pool from the index on first use: the store as it is then, with
-        the chosen candidate kept in it (at its rank) should it have changed since, so the answer explains itself.
-        """
-        if self._pool is None:
-            k = self.constraints
-            snap = self._registry.index.snapshot(names.registered_model_name(k.dataset))
-            pool = snap.ranked_pool(k.model_dump_json(), k).candidates
-            self._pool = pool if self.candidate in pool else sorted([*pool, self.candidate], key=rank_key(k))
-        return self._pool
-
-    @property
-    def uri(self) -> str:
-        return self.candidate.uri
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        return dict(self.candidate.metrics)
-
-    @property
-    def verdicts(self) -> list[Verdict]:
-        """Every candidate of the pool judged (computed on first use: ``get_best`` itself judges only a few)."""
-        if self._verdicts is None:
-            self._verdicts = [judge(c, self.constraints) for c in self.pool]
-        return self._verdicts
-
-    def explained(self) -> list[Verdict]:
-        """The chosen verdict, then the other feasible ones best first, then the rest: the order ``explain`` says."""
-        feasible = [v for v in rank(self.verdicts, self.constraints) if v.label == "feasible"]
-        others = [v for v in self.verdicts if v.label != "feasible"]
-        return [self.verdict, *(v for v in feasible if v.candidate.version != self.candidate.version), *others]
-
-    def explain(self) -> str:
-        chosen, *rest = self.explained()
-        lines = [f"chosen: {chosen.describe()} ({self.uri})"]
-        lines += [f"  {v.label}: {v.describe()}" for v in rest]
-        return "\n".join(lines)
-
-    def load(self) -> Any:
-        """An onnxruntime session for the chosen artifact, on the target runner's settings."""
-        return self._registry.load(self.candidate)
-
-    def preprocess(self, images: Any) -> Any:
-        """Photos (paths or PIL images) to exactly the float32 NCHW tensors the measured artifact saw.
-
-        timm's eval transform recorded with the version (``cnnselect.preprocess``): resize, centre crop, interpolation,
-        mean and std of the pretrained tag at the measured resolution, after the same decoding (EXIF, 16-bit, alpha).
-        """
-        return self._registry.preprocessing(self.candidate)(images)
-
-
-def local_dir(uri: str) -> str | None:
-    """The folder an artifact location names on this machine (a path or ``file:`` URI), else None (remote)."""
-    if not uri:
-        return None
-    parsed = urlparse(uri)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return unquote(parsed.path)
-    if parsed.scheme == "" and os.path.isabs(uri):
-        return uri
-    return None
+__all__ = ["Answer", "Registry", "local_dir"]
 
 
 class Registry:
@@ -171,6 +92,8 @@ class Registry:
 
     def explain(self, constraints: Constraints | str) -> list[Verdict]:
         k = self._constraints(constraints)
+        if k.on_host:
+            return [judge(c, k) for c in host_pool(self.candidates(k.dataset), k)]
         return [judge(c, k) for c in at_operating_point(self.candidates(k.dataset, k.target), k)]
 
     def get_best(self, constraints: Constraints | str) -> Answer:
@@ -179,6 +102,8 @@ class Registry:
         ``NoFeasibleModelError`` names the nearest misses; ``NoCandidatesError`` says nothing was measured there.
         """
         k = self._constraints(constraints)
+        if k.on_host:
+            return self._best_on_host(k)
         model, key = names.registered_model_name(k.dataset), k.model_dump_json()
         if self.index.computes_in_store and not self.index.loaded(model):  # cold: no need to load every version
             light = self.index.light(model)
@@ -208,6 +133,48 @@ class Registry:
                 return answer
             missing.append(verdict.candidate)
         raise no_feasible([judge(c, k) for c in pool.candidates], k, missing)
+
+    def _best_on_host(self, k: Constraints) -> Answer:
+        """A host target's answer: each runner's best on the target host, the best of them by ``rank_key``."""
+        model, key = names.registered_model_name(k.dataset), k.model_dump_json()
+        if self.index.computes_in_store and not self.index.loaded(model):
+            light = self.index.light(model)
+            hit = light.answers.get(key)
+            if hit is None or not self.artifact_ok(hit.candidate, light.verified):
+                ok = lambda c: self.artifact_ok(c, light.verified)  # noqa: E731
+                found = self.index.in_store(model, light.watermark, lambda store: _host_in_store(store, k, ok))
+                hit = Answer(found, judge(found, k), None, k, self) if found is not None else None
+                if hit is not None:
+                    light.answers[key] = hit
+            if hit is not None:
+                if self.prefetch:
+                    self.index.prefetch(model)
+                return hit
+        snap = self.index.snapshot(model)
+        cached = snap.answers.get(key)
+        if cached is not None and self.artifact_ok(cached.candidate, snap.verified):
+            return cached
+        host = target_host(snap.candidates, k)
+        pools = [snap.ranked_pool(s.model_dump_json(), s) for s in runner_constraints(k, host)] if host else []
+        order, best, missing = rank_key(k), None, []
+        for pool in pools:
+            for at, c in zip(pool.keys, pool.candidates, strict=True):
+                if best is not None and at > order(best.candidate):
+                    break  # this runner has nothing better than the best so far
+                verdict = judge(c, k)
+                if verdict.label != "feasible":
+                    continue
+                if self.artifact_ok(c, snap.verified):
+                    best = verdict
+                    break
+                missing.append(c)
+        if not any(pool.candidates for pool in pools):
+            raise no_candidates_on_host(k, snap.candidates)
+        if best is None:
+            raise no_feasible([judge(c, k) for c in merged(pools)], k, missing)
+        answer = Answer(best.candidate, best, None, k, self)  # its pool merged from the runners' on first use
+        snap.answers[key] = answer
+        return answer
 
     def get_champion(self, team: str) -> Answer:
         """The version the team's alias points at, judged against the team's current constraints."""
@@ -283,12 +250,25 @@ class Registry:
             )
         return Preprocess.from_dict(json.loads(raw))
 
-    def load(self, candidate: Candidate) -> Any:
-        """An onnxruntime session on the version's ONNX file: read in place when local, else downloaded first."""
+    def deployed(self, candidate: Candidate) -> Path:
+        """The local path of the artifact the candidate's runtime deploys, downloaded first when not local.
+
+        The version's ONNX model for the onnxruntime runners; else the run's ``deploy/`` files (OpenVINO IR, an
+        ExecuTorch ``.pte``, a LiteRT ``.tflite``, the torch manifest), found by ``evaluators.runners.find_artifact``.
+        """
         import mlflow.artifacts
 
-        from evaluators.runners import get_runner
+        from evaluators.runners import ONNX_RUNNERS, find_artifact
 
+        if candidate.runner not in ONNX_RUNNERS:
+            run = self.client.get_run(candidate.run_id)
+            folder = local_dir(run.info.artifact_uri)
+            if folder is not None and os.path.isdir(os.path.join(folder, DEPLOY_DIR)):
+                return find_artifact(Path(folder) / DEPLOY_DIR)
+            path = mlflow.artifacts.download_artifacts(
+                run_id=candidate.run_id, artifact_path=DEPLOY_DIR, tracking_uri=self.tracking_uri
+            )
+            return find_artifact(Path(path))
         folder = local_dir(candidate.artifact_uri)
         if folder is not None and os.path.isdir(folder):
             local = Path(folder)
@@ -298,5 +278,28 @@ class Registry:
         onnx_files = sorted(local.rglob("*.onnx"))
         if not onnx_files:
             raise FileNotFoundError(f"{candidate.uri} has no .onnx file (downloaded to {local})")
+        return onnx_files[0]
+
+    def runner_session(self, candidate: Candidate) -> tuple[Any, Any]:
+        """The candidate's runner and a ready session of it on the deployed artifact (``runner.predict`` runs it)."""
+        from evaluators.runners import get_runner
+
         runner = get_runner(candidate.runner)
-        return runner.load(onnx_files[0])
+        return runner, runner.load(self.deployed(candidate))
+
+    def load(self, candidate: Candidate) -> Any:
+        """A ready session of the candidate's runtime on its deployed artifact (see :meth:`deployed`)."""
+        return self.runner_session(candidate)[1]
+
+
+DEPLOY_DIR = "deploy"  # where the pipeline logs a non-ONNX runner's artifact on its run (cnnselect.pipeline)
+
+
+def _host_in_store(store: InStore, k: Constraints, ok: Any) -> Candidate | None:
+    """A host target answered in the store: one query finds its machine and ranks every runner's pool there.
+
+    None when not sure, or when nothing is feasible: the index answers then, and says why.
+    """
+    runners = runner_constraints(k, k.host)
+    got = store.settle(k, ok, runners, lambda c: on_host_point(c, k, runners))
+    return got.value[0] if got is not None and got.value is not None else None

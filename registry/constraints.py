@@ -1,7 +1,11 @@
-"""What a team declares: target runner, operating point, budgets and the objective.
+"""What a team declares: target runner or host, operating point, budgets and the objective.
 
 The vocabulary follows the selection guide's first step (deployment target, latency, model size, dataset size,
 accuracy, task type). The same model validates a team's YAML file and a ``Constraints(...)`` built in code.
+
+The target is one runner (``cpu``, ``openvino-int8``: every answer is for it and its precision) or a host kind
+(``cpu-host``, ``gpu-host``): every runtime measured on one machine of that kind, narrowed by ``runtimes``,
+``precision`` and ``precisions`` (:mod:`registry.hosts` answers it).
 """
 
 from __future__ import annotations
@@ -11,15 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from evaluators.runners import RUNNER_NAMES
+from evaluators.runners import HOSTS, RUNNER_NAMES, RUNNER_PRECISION, host_runners
 
 Objective = Literal["top1", "latency", "size", "weighted"]
 Metric = Literal["top1", "latency", "size", "params", "gmacs", "memory"]
 Percentile = Literal[50, 90, 95, 99]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Deployment = Literal["cloud", "edge", "mobile"]
 
-RUNNER_PRECISION: dict[str, str] = {"cpu": "fp32", "edge": "int8"}  # what each runner deploys
 DEFAULT_TIE_BREAKERS: dict[str, tuple[str, ...]] = {
     "top1": ("latency", "size"),
     "latency": ("top1", "size"),
@@ -57,7 +60,9 @@ class Constraints(StrictModel):
     must be within ``max_latency_ms`` and the lower bound of top-1 at least ``min_top1``.
     """
 
-    target: str = Field("cpu", description="runner the model will be deployed on")
+    target: str = Field("cpu", description="runner the model will be deployed on, or a host kind (cpu-host, gpu-host)")
+    runtimes: tuple[str, ...] | None = Field(None, description="host target: the runners allowed; None = every one")
+    host: str | None = Field(None, description="host id (hardware only) measured on; None = the latest measured")
     deployment: Deployment | None = Field(None, description="the guide's deployment target; default from the runner")
     dataset: str = "digits"
     dataset_size: int | None = Field(None, gt=0, description="training images (drives the cold-start shortlist)")
@@ -65,7 +70,7 @@ class Constraints(StrictModel):
     # operating point: the measurement must have been taken at these settings
     batch_size: int = Field(1, gt=0)
     latency_percentile: Percentile = 95
-    precision: Precision | None = Field(None, description="default: the target runner's precision")
+    precision: Precision | None = Field(None, description="default: the target runner's; a host target: any")
     threads: int | None = Field(None, gt=0, description="intra-op threads; None = whatever the runner used")
     fingerprint: str | None = Field(None, description="hardware/software fingerprint id; None = the latest measured")
     # budgets
@@ -86,9 +91,21 @@ class Constraints(StrictModel):
     @field_validator("target")
     @classmethod
     def _known_runner(cls, v: str) -> str:
-        if v not in RUNNER_NAMES:
-            raise ValueError(f"unknown target runner {v!r}; known runners: {', '.join(RUNNER_NAMES)}")
+        if v not in RUNNER_NAMES and v not in HOSTS:
+            close = difflib.get_close_matches(v, [*RUNNER_NAMES, *HOSTS], n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"unknown target runner {v!r}; known runners: {', '.join(RUNNER_NAMES)}; or a host kind, every runner "
+                f"of it weighed: known hosts: {', '.join(HOSTS)}.{hint}"
+            )
         return v
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, v: str | None) -> str | None:
+        from registry.names import validate_name
+
+        return None if v is None else validate_name("host", v)
 
     @field_validator("min_top1", "max_top1_drop", mode="before")
     @classmethod
@@ -129,6 +146,13 @@ class Constraints(StrictModel):
         from registry.names import validate_name
 
         validate_name("dataset", self.dataset)
+        if self.on_host:
+            self._host_runtimes()
+        elif self.runtimes is not None:
+            raise ValueError(
+                f"runtimes narrows a host target ({', '.join(HOSTS)}); target {self.target!r} is one runner already: "
+                f"drop runtimes, or set target to {_host_of(self.target)!r}"
+            )
         runner_precision = RUNNER_PRECISION.get(self.target)
         if self.precision is not None and runner_precision and self.precision != runner_precision:
             raise ValueError(
@@ -137,7 +161,7 @@ class Constraints(StrictModel):
         if self.precisions is not None:
             if not self.precisions:
                 raise ValueError("precisions is empty: no model could ever be allowed")
-            if self.effective_precision not in self.precisions:
+            if not self.on_host and self.effective_precision not in self.precisions:
                 raise ValueError(
                     f"contradictory: target {self.target!r} runs {self.effective_precision!r}, "
                     f"not in allowed precisions {list(self.precisions)}"
@@ -156,8 +180,46 @@ class Constraints(StrictModel):
                 raise ValueError(f"tie_breakers include the objective {self.objective!r} itself")
         return self
 
+    def _host_runtimes(self) -> None:
+        """A host target's runtimes are runners of that host, and some survive the precision filters."""
+        valid = list(host_runners(self.target))
+        if self.runtimes is not None:
+            if not self.runtimes:
+                raise ValueError(f"runtimes is empty: no runner could ever be allowed (valid: {', '.join(valid)})")
+            bad = [r for r in self.runtimes if r not in valid]
+            if bad:
+                kind = f"{self.target} runtime"
+                raise ValueError("; ".join(did_you_mean(kind, r, valid) for r in bad))
+            if len(set(self.runtimes)) != len(self.runtimes):
+                raise ValueError(f"runtimes repeat a runner: {list(self.runtimes)}")
+        if not self.runners:
+            allowed = self.runtimes or valid
+            deploy = ", ".join(f"{r} {RUNNER_PRECISION[r]}" for r in allowed)
+            wanted = self.precision or ", ".join(self.precisions or ())
+            raise ValueError(f"contradictory: no runtime of {self.target} deploys {wanted} ({deploy})")
+
+    @property
+    def on_host(self) -> bool:
+        """The target is a host kind: every runtime of it is weighed, on one machine."""
+        return self.target in HOSTS
+
+    @property
+    def runners(self) -> tuple[str, ...]:
+        """The runners this target weighs: the target itself, or the host's, narrowed by runtimes and precisions."""
+        if not self.on_host:
+            return (self.target,)
+        allowed = set(self.runtimes or ())
+        return tuple(
+            r
+            for r in host_runners(self.target)
+            if (not allowed or r in allowed)
+            and (self.precision is None or RUNNER_PRECISION[r] == self.precision)
+            and (self.precisions is None or RUNNER_PRECISION[r] in self.precisions)
+        )
+
     @property
     def effective_precision(self) -> str:
+        """The target runner's precision (a host target has one per runner: see :attr:`runners`)."""
         return self.precision or RUNNER_PRECISION.get(self.target, "fp32")
 
     @property
@@ -171,3 +233,9 @@ class Constraints(StrictModel):
     @property
     def latency_metric(self) -> str:
         return f"latency_p{self.latency_percentile}_ms"
+
+
+def _host_of(runner: str) -> str:
+    from evaluators.runners import RUNNER_HOST
+
+    return RUNNER_HOST[runner]

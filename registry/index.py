@@ -8,8 +8,8 @@ full reload regardless, which catches tag edits the watermark cannot see. SQL st
 read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
 tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
 
-A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint and
-family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
+A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint, host
+and family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
 before this card format, or edited by hand) is no candidate, and a warning says so.
 
 Until a model's index is loaded, ``get_best`` on a SQL store is computed in the store instead
@@ -186,6 +186,7 @@ def candidate_from_tags(
         evaluator_version=tags.get(names.TAG_EVALUATOR_VERSION, ""),
         created_ms=int(created_ms or 0),
         artifact_uri=artifact_uri or "",
+        host=card.host,
     )
 
 
@@ -333,25 +334,29 @@ class CandidateIndex:
         cnnselect's table (:mod:`registry.table`) is current.
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
-        from registry import pushdown
+        got = self.settle_in_store(model_name, constraints, artifact_ok, watermark)
+        return got.value if got is not None else None
 
+    def settle_in_store(
+        self,
+        model_name: str,
+        constraints: Any,
+        artifact_ok: Callable[[Candidate], bool],
+        watermark: Hashable | None = None,
+    ) -> Any:
+        """:meth:`best_in_store` as a ``pushdown.Settled`` (its value None: nothing feasible, for certain), or None."""
+        return self.in_store(model_name, watermark, lambda store: store.settle(constraints, artifact_ok))
+
+    def in_store(self, model_name: str, watermark: Hashable | None, query: Callable[[InStore], Any]) -> Any:
+        """``query`` on one connection to the store, cnnselect's table brought up to date first; None on any failure.
+
+        None too where the store cannot compute answers (not SQL): the caller loads the index.
+        """
         if self.dialect is None or not self.computes_in_store:
             return None
         try:
             with self.engine.connect() as conn:
-                typed = self._table_current(conn, model_name, watermark)
-                return pushdown.best(
-                    conn,
-                    self.dialect,
-                    model_name,
-                    constraints,
-                    lambda c, versions: self._read_sql(c, model_name, versions).by_version,
-                    artifact_ok,
-                    WORKSPACE,
-                    DELETED_STAGE,
-                    self.store_queries,
-                    typed,
-                )
+                return query(InStore(self, conn, model_name, self._table_current(conn, model_name, watermark)))
         except Exception as exc:  # a value the store cannot cast, an MLflow schema we do not know: the index decides
             log.warning("get_best in the store for %s failed (%s); loading the index", model_name, exc)
             return None
@@ -562,6 +567,48 @@ class CandidateIndex:
         except MlflowException:
             aliases = {}
         return sorted(out, key=lambda c: int(c.version)), {a: str(v) for a, v in aliases.items()}
+
+
+@dataclass
+class InStore:
+    """One connection to a SQL store, cnnselect's table checked once: what ``get_best`` computes there."""
+
+    index: CandidateIndex
+    conn: Any
+    model_name: str
+    typed: bool  # cnnselect's table is current for the model (registry.table)
+
+    def _read(self, conn: Any, versions: list[int]) -> dict[int, Candidate]:
+        return self.index._read_sql(conn, self.model_name, versions).by_version
+
+    def settle(
+        self,
+        constraints: Any,
+        artifact_ok: Callable[[Candidate], bool],
+        points: list[Any] | None = None,
+        newest_ok: Callable[[Candidate], bool] | None = None,
+    ) -> Any:
+        """``pushdown.settle``: a ``Settled`` best feasible candidate, or None (not sure).
+
+        ``points``: several runner targets ranked together in one query (a host target's, its machine found there
+        and checked with ``newest_ok`` unless pinned).
+        """
+        from registry import pushdown
+
+        return pushdown.settle(
+            self.conn,
+            self.index.dialect or "",
+            self.model_name,
+            constraints,
+            self._read,
+            artifact_ok,
+            WORKSPACE,
+            DELETED_STAGE,
+            self.index.store_queries,
+            self.typed,
+            points,
+            newest_ok,
+        )
 
 
 def in_version_order(by_version: dict[int, Candidate]) -> list[Candidate]:

@@ -23,6 +23,7 @@ TAG_DATASET_DIGEST = "cnnselect.dataset_digest"
 TAG_WEIGHTS_DIGEST = "cnnselect.weights_digest"
 TAG_WEIGHTS_SOURCE = "cnnselect.weights_source"
 TAG_FINGERPRINT = "cnnselect.fingerprint"
+TAG_HOST = "cnnselect.host"  # hardware-only id of the measuring machine (evaluators.runners.host_id): one per machine
 TAG_KEY = "cnnselect.key"  # idempotency key: what was measured, on what, how
 TAG_SWEEP = "cnnselect.sweep"  # the sweep (Airflow run id or CLI invocation) that produced the run
 TAG_STATUS = "cnnselect.status"  # running (being written, or left by a killed attempt) | ok | failed
@@ -40,25 +41,26 @@ PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
 # one short value: the version's metrics live on its run and LoggedModel, where MLflow's UI shows and plots them. It
 # is written in the one call that registers the version, never edited by cnnselect afterwards, and a version without
 # a readable one is no candidate. The format is in the key: a new one gets a new key (v1 lacked top1_ci_high, and
-# sat beside a cnnselect.metric.<m> tag per metric).
-TAG_CARD = "cnnselect.card.v2"
+# sat beside a cnnselect.metric.<m> tag per metric; v2 lacked the host id, which host targets select on).
+TAG_CARD = "cnnselect.card.v3"
 CARD_METRICS = (
     "top1", "latency_p95_ms", "latency_p95_ub_ms", "size_mb", "onnx_parity_ok", "top1_ci_low", "params_m", "gmacs",
     "memory_rss_mb", "top1_drop_vs_fp32", "latency_p50_ms", "latency_p50_ub_ms", "latency_p90_ms",
     "latency_p90_ub_ms", "latency_p99_ms", "latency_p99_ub_ms", "top1_ci_high",
 )  # fmt: skip
-CARD_FIELDS = ("point", "fingerprint", "family", *CARD_METRICS)  # space-separated, in this order; "-" = none
+CARD_FIELDS = ("point", "fingerprint", "family", *CARD_METRICS, "host")  # space-separated, in this order; "-" = none
 
 # What a registered version carries, declared once: registry.tracking registers exactly these. What a person filters
 # versions by in MLflow's UI, and what the read path needs; True: the index reads it (registry.index).
 VERSION_TAGS: dict[str, bool] = {
     TAG_VARIANT: True,
-    TAG_FAMILY: False,  # on the card too, as are runner, precision, batch size, threads and fingerprint
+    TAG_FAMILY: False,  # on the card too, as are runner, precision, batch size, threads, fingerprint and host
     TAG_RUNNER: False,
     TAG_PRECISION: False,
     TAG_BATCH_SIZE: False,
     TAG_THREADS: False,
     TAG_FINGERPRINT: False,
+    TAG_HOST: False,
     TAG_DATASET: False,
     TAG_WEIGHTS_SOURCE: False,
     TAG_SWEEP: False,
@@ -125,6 +127,15 @@ def card_point(runner: str, precision: str, batch_size: int, threads: str) -> st
     return f"{runner}/{precision}/{batch_size}/{threads}"
 
 
+def threads_setting(described: str | None) -> str:
+    """The threads of an operating point, from what a runner's fingerprint says: its first word.
+
+    A fingerprint may say more than the setting (``default (pool: 4)``, ``all (2)``); the card holds one word.
+    """
+    words = (described or "").split()
+    return words[0] if words else "all"
+
+
 def _count(text: str) -> bool:
     """A batch size as the card writes it: ASCII digits, no sign, no leading zero (``str(int(text)) == text``)."""
     return text.isascii() and text.isdigit() and str(int(text)) == text
@@ -148,6 +159,7 @@ def card(tags: Mapping[str, str], metrics: Mapping[str, float]) -> str | None:
     for metric in CARD_METRICS:
         value = float(metrics.get(metric, math.nan))
         fields.append(repr(value) if math.isfinite(value) else "-")
+    fields.append(tags.get(TAG_HOST) or "-")
     if any(not f or f.split() != [f] for f in fields):  # empty, or a space inside: the positions would shift
         return None
     return " ".join(fields)
@@ -155,7 +167,7 @@ def card(tags: Mapping[str, str], metrics: Mapping[str, float]) -> str | None:
 
 @dataclass(frozen=True)
 class Card:
-    """A card read back: the operating point, fingerprint and family ("" for none), and the measured metrics."""
+    """A card read back: the operating point, fingerprint, family and host ("" for none), and the measured metrics."""
 
     runner: str
     precision: str
@@ -164,6 +176,7 @@ class Card:
     fingerprint: str
     family: str
     metrics: dict[str, float]
+    host: str = ""
 
 
 def read_card(value: str | None) -> Card | None:
@@ -179,7 +192,7 @@ def read_card(value: str | None) -> Card | None:
     if len(point) != 4 or not all(point) or not _count(point[2]):
         return None
     metrics: dict[str, float] = {}
-    for metric, text in zip(CARD_METRICS, fields[3:], strict=True):
+    for metric, text in zip(CARD_METRICS, fields[3:-1], strict=True):
         if text == "-":
             continue
         try:
@@ -189,8 +202,8 @@ def read_card(value: str | None) -> Card | None:
         if not math.isfinite(number) or repr(number) != text:
             return None
         metrics[metric] = number
-    fingerprint, family = ("" if f == "-" else f for f in fields[1:3])
-    return Card(point[0], point[1], int(point[2]), point[3], fingerprint, family, metrics)
+    fingerprint, family, host = ("" if f == "-" else f for f in (*fields[1:3], fields[-1]))
+    return Card(point[0], point[1], int(point[2]), point[3], fingerprint, family, metrics, host)
 
 
 def version_tags(tags: Mapping[str, str], metrics: Mapping[str, float]) -> dict[str, str]:

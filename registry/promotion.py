@@ -156,7 +156,17 @@ def why_replace(champion: Candidate | None, version: str | None, best: Answer, t
         return "no champion yet"
     if champion is None:
         return f"champion v{version} is no longer a usable candidate (deleted, failed or artifact missing)"
-    if champion.fingerprint != best.candidate.fingerprint:
+    if team.constraints.on_host:  # runtimes differ in fingerprint: stale when off the machine or its latest software
+        if champion.host != best.candidate.host:
+            return f"champion v{version} is stale: measured on host {champion.host or '?'}, target now on " + (
+                best.candidate.host
+            )
+        if all(c.version != champion.version for c in best.pool):
+            return (
+                f"champion v{version} is stale: its runtime {champion.runner} is no longer weighed at the team's "
+                "operating point, or was measured again on this host since"
+            )
+    elif champion.fingerprint != best.candidate.fingerprint:
         return f"champion v{version} is stale: measured on fingerprint {champion.fingerprint}, target now on " + (
             best.candidate.fingerprint
         )

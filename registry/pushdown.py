@@ -29,24 +29,42 @@ candidates; like the index between full reloads, it does not see a card edited b
 (cnnselect never edits one; ``cnnselect add-cards`` writes the cards again from the runs and has the table rebuilt).
 
 Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
-cannot cast) returns None and the caller loads the index, which is always right, only slower.
+cannot cast) returns None and the caller loads the index, which is always right, only slower. Where every row was
+read, :func:`settle` says so (:class:`Settled`, its value None when nothing is feasible).
+
+A host target (``registry.hosts``) is one query over several runners' points: the machine is the newest card there
+with a host id (unless pinned), checked in Python as the index would find it; each runner is on its own newest
+fingerprint on that machine; the rows of every runner are ordered together by the objective, which does not depend on
+the runner, so the stopping rule holds over their union.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from registry import names, table
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settled(Generic[T]):
+    """What the store settled for certain, every row read: ``value``, or None when there is none."""
+
+    value: T | None
+
 
 DIALECTS = ("postgresql", "sqlite")
 SOURCES = ("table", "card")  # fastest first
 PAGE = 32
 MAX_PAGES = 4
 _CAST = {"postgresql": "DOUBLE PRECISION", "sqlite": "REAL"}
+_FIND = {"postgresql": "strpos", "sqlite": "instr"}  # the position of a substring
 
 
 def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
@@ -57,14 +75,29 @@ def objective_terms(k: Constraints) -> list[tuple[float, str, float]]:
 
 
 class Query:
-    """The SQL for one constraints set: every value bound as a parameter, never spliced into the text."""
+    """The SQL for one constraints set: every value bound as a parameter, never spliced into the text.
+
+    ``points``: the runner targets whose pools are ranked together (a host target's, ``registry.hosts``: the same
+    batch, threads and host, each runner on its own newest fingerprint); default ``[k]``. ``k`` gives the budgets and
+    the objective, which do not depend on the runner.
+    """
 
     def __init__(
-        self, dialect: str, model_name: str, k: Constraints, workspace: str, deleted_stage: str, source: str = "card"
+        self,
+        dialect: str,
+        model_name: str,
+        k: Constraints,
+        workspace: str,
+        deleted_stage: str,
+        source: str = "card",
+        points: list[Constraints] | None = None,
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         self.k, self.cast, self.source = k, _CAST[dialect], source
+        self.find = _FIND[dialect]
+        self.points = points or [k]
+        self.many = points is not None  # a host target's, even of one runner: its machine found here
         self.typed = source == "table"
         self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
         self.point: list[str] = []  # at the operating point and usable
@@ -92,20 +125,28 @@ class Query:
         return value if self.typed else f"CAST({value} AS {self.cast})"
 
     def _point(self) -> None:
-        k, a = self.k, self._arg
+        k, a = self.points[0], self._arg  # batch, threads and host: the same at every point
         if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
-            point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
-            self.args["point"] = f"{point}{k.threads} " if k.threads is not None else point
+            if not self.many:
+                self.args["point"] = point_prefix(k)
+                return
+            tests = []
+            for s in self.points:
+                prefix = a("point", point_prefix(s))
+                tests.append(f"substr(value, 1, length({prefix})) = {prefix}")
+            self.point.append(f"({' OR '.join(tests)})")
             return
         # usable (READY, not deleted, fully logged, ok) was decided when the row was written
-        self.point += [
-            "t.usable",
-            f"t.runner = {a('runner', k.target)}",
-            f"t.precision = {a('precision', k.effective_precision)}",
-            f"t.batch = {a('batch', k.batch_size)}",
+        runners = [
+            f"t.runner = {a('runner', s.target)} AND t.precision = {a('precision', s.effective_precision)}"
+            for s in self.points
         ]
+        self.point += ["t.usable", "(" + " OR ".join(f"({r})" for r in runners) + ")" if self.many else runners[0]]
+        self.point.append(f"t.batch = {a('batch', k.batch_size)}")
         if k.threads is not None:
             self.point.append(f"t.threads = {a('threads', str(k.threads))}")
+        if k.host is not None:
+            self.point.append(f"t.host = {a('host', k.host)}")
 
     def _budgets(self) -> None:
         """Feasibility's necessary conditions (see the module docstring), each a SQL predicate."""
@@ -140,12 +181,14 @@ class Query:
     def _card_sql(self) -> str:
         """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
         self.args["card"] = names.TAG_CARD
+        if self.many:
+            return self._card_many_sql()
         fp = ":fp" if self.k.fingerprint is not None else "(SELECT fp FROM newest)"
         return f"""
 WITH t AS (
   SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
   FROM model_version_tags
-  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point
+  WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point {self._pinned()}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
   FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
@@ -159,12 +202,68 @@ WITH t AS (
 SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
+    def _pinned(self) -> str:
+        """The card ends with the pinned host id (its last field), tested without cutting the card."""
+        host = self.points[0].host
+        if host is None:
+            return ""
+        self.args["hostsp"] = f" {host}"
+        return "AND substr(value, length(value) - length(:hostsp) + 1) = :hostsp"
+
+    @property
+    def finds_host(self) -> bool:
+        """A host target's machine is found in the same query: the newest card with a host id at its points."""
+        return self.many and self.points[0].host is None
+
+    def _card_many_sql(self) -> str:
+        """Several runners' cards ranked together, each on its newest fingerprint, on one machine.
+
+        When no host is pinned, ``h`` is the newest card at the points with a host id (and the pinned fingerprint):
+        its machine is the one answered on, and its version comes back with each row for Python to check.
+        ``newest`` is MATERIALIZED: SQLite otherwise runs its window again for every row it is joined with.
+        """
+        declared = self.k.fingerprint is not None
+        runner = f"substr(value, 1, {self.find}(value, '/') - 1)"
+        host, on_host, newest_col = "", "", ""
+        if self.finds_host:
+            host = f"""h AS (
+  SELECT newest, split_part(card, ' ', {names.CARD_FIELDS.index("host") + 1}) AS host FROM (
+    SELECT version AS newest, card FROM p
+    WHERE substr(card, length(card) - 1) <> ' -' {"AND fp = :fp" if declared else ""}
+    ORDER BY created DESC, version DESC LIMIT 1
+  ) AS n
+), """  # the card cut once, for the newest row only
+            on_host = "AND substr(t.card, length(t.card) - length((SELECT host FROM h))) = ' ' || (SELECT host FROM h)"
+            newest_col = ", (SELECT newest FROM h) AS newest"
+        ranked = "row_number() OVER (PARTITION BY runner ORDER BY created DESC, version DESC)"
+        pool = "FROM p AS t WHERE t.fp = :fp" if declared else (
+            "FROM p AS t JOIN newest n ON n.runner = t.runner AND n.fp = t.fp WHERE 1 = 1"
+        )  # fmt: skip
+        return f"""
+WITH t AS (
+  SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint, {runner} AS runner
+  FROM model_version_tags
+  WHERE workspace = :ws AND name = :name AND key = :card AND {self.point[0]} {self._pinned()}
+), p AS (
+  SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
+  FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
+  WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
+), {host}newest AS MATERIALIZED (
+  SELECT runner, fp FROM (SELECT runner, fp, {ranked} AS n FROM p AS t WHERE 1 = 1 {on_host}) AS r WHERE n = 1
+), f AS (
+  SELECT t.version AS version, {self.objective} AS obj {pool} {on_host} AND {" AND ".join(self.budgets)}
+)
+SELECT version, obj{newest_col} FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
+
     def _typed_sql(self) -> str:
         """One scan of typed columns (:mod:`registry.table`): no tag parsed, no join."""
         here = f"t.workspace = :ws AND t.name = :name AND {' AND '.join(self.point)}"
         order = "ORDER BY t.created DESC, t.version DESC LIMIT 1"
         newest = f"(SELECT t.fingerprint FROM {table.NAME} t WHERE {here} {order})"
         fp = ":fp" if self.k.fingerprint is not None else newest
+        if self.many:
+            return self._typed_many_sql(here)
         return f"""
 SELECT version, obj FROM (
   SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
@@ -172,10 +271,44 @@ SELECT version, obj FROM (
 ) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
+    def _typed_many_sql(self, here: str) -> str:
+        """:meth:`_card_many_sql` on typed columns: the machine (unless pinned), each runner's newest fingerprint."""
+        declared = self.k.fingerprint is not None
+        ctes, newest_col = [], ""
+        if self.finds_host:
+            ctes.append(
+                f"h AS (SELECT t.version AS newest, t.host FROM {table.NAME} t WHERE {here} AND t.host <> ''"
+                f"{' AND t.fingerprint = :fp' if declared else ''} ORDER BY t.created DESC, t.version DESC LIMIT 1)"
+            )
+            here += " AND t.host = (SELECT host FROM h)"
+            newest_col = ", (SELECT newest FROM h) AS newest"
+        join = "WHERE"
+        if declared:
+            here += " AND t.fingerprint = :fp"
+        else:
+            ctes.append(
+                f"newest AS (SELECT DISTINCT ON (t.runner) t.runner, t.fingerprint FROM {table.NAME} t WHERE {here} "
+                "ORDER BY t.runner, t.created DESC, t.version DESC)"
+            )
+            join = "JOIN newest n ON n.runner = t.runner AND n.fingerprint = t.fingerprint WHERE"
+        return f"""
+WITH {", ".join(ctes) or "none AS (SELECT 1)"}
+SELECT version, obj{newest_col} FROM (
+  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
+  {join} {here} AND {" AND ".join(self.budgets)}
+) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
+"""
+
 
 def _card_field(field: str) -> str:
     """A field of the card in ``p`` (``split_part`` counts from 1; "-" is none)."""
     return f"NULLIF(split_part(t.card, ' ', {names.CARD_FIELDS.index(field) + 1}), '-')"
+
+
+def point_prefix(k: Constraints) -> str:
+    """What the card of a version at ``k``'s operating point starts with (the threads only when pinned)."""
+    point = names.card_point(k.target, k.effective_precision, k.batch_size, "")
+    return f"{point}{k.threads} " if k.threads is not None else point
 
 
 def split_part(text: str | None, delimiter: str, n: int) -> str | None:
@@ -209,9 +342,33 @@ def best(
     counts the queries by source: ``table`` (cnnselect's typed rows) or ``card`` (one card per version). ``typed``:
     cnnselect's table is up to date for this model (:mod:`registry.table`).
     """
+    got = settle(conn, dialect, model_name, k, read, artifact_ok, workspace, deleted_stage, used, typed)
+    return got.value if got is not None else None
+
+
+def settle(
+    conn: Any,
+    dialect: str,
+    model_name: str,
+    k: Constraints,
+    read: Callable[[Any, list[int]], dict[int, Candidate]],
+    artifact_ok: Callable[[Candidate], bool],
+    workspace: str,
+    deleted_stage: str,
+    used: dict[str, int] | None = None,
+    typed: bool = False,
+    points: list[Constraints] | None = None,
+    newest_ok: Callable[[Candidate], bool] | None = None,
+) -> Settled[tuple[Candidate, Verdict]] | None:
+    """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None).
+
+    ``points``: several runner targets ranked together (see :class:`Query`). Where the query finds their machine
+    (no host pinned), ``newest_ok`` must accept the candidate it was found from (``registry.hosts.on_host_point``:
+    the index's own rule), else the answer is not sure.
+    """
     import sqlalchemy as sa
 
-    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card")
+    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card", points)
     if used is not None:
         used[q.source] = used.get(q.source, 0) + 1
     text = sa.text(q.sql())
@@ -221,10 +378,13 @@ def best(
     for page in range(MAX_PAGES):
         size, offset = (first, 0) if page == 0 else (PAGE, first + (page - 1) * PAGE)
         rows = conn.execute(text, {**q.args, "limit": size, "offset": offset}).all()
-        built = read(conn, [int(v) for v, _ in rows]) if rows else {}
-        for version, floor in rows:
+        newest = [int(rows[0][2])] if q.finds_host and page == 0 and rows and rows[0][2] is not None else []
+        built = read(conn, [int(r[0]) for r in rows] + newest) if rows else {}
+        if newest and (newest_ok is None or (c := built.get(newest[0])) is None or not newest_ok(c)):
+            return None  # the store's newest card there is not the index's newest candidate: the index decides
+        for version, floor, *_ in rows:
             if winner is not None and _beyond(math.inf if floor is None else float(floor), winner[0][0][0]):
-                return _settle(winner[1], artifact_ok)
+                return _checked(winner[1], artifact_ok)
             c = built.get(int(version))
             if c is None:
                 continue
@@ -232,7 +392,7 @@ def best(
             if v.label == "feasible" and (winner is None or key(c) < winner[0]):
                 winner = (key(c), v)
         if len(rows) < size:  # every row read
-            return _settle(winner[1], artifact_ok) if winner is not None else None
+            return _checked(winner[1], artifact_ok) if winner is not None else Settled(None)
     return None  # not settled within the pages read: the index decides
 
 
@@ -243,5 +403,5 @@ def _beyond(floor: float, best_objective: float) -> bool:
     return floor > best_objective + 1e-9 * max(1.0, abs(best_objective))
 
 
-def _settle(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> tuple[Candidate, Verdict] | None:
-    return (verdict.candidate, verdict) if artifact_ok(verdict.candidate) else None
+def _checked(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> Settled[tuple[Candidate, Verdict]] | None:
+    return Settled((verdict.candidate, verdict)) if artifact_ok(verdict.candidate) else None

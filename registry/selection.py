@@ -36,6 +36,7 @@ class Candidate:
     evaluator_version: str = ""
     created_ms: int = 0
     artifact_uri: str = field(default="", compare=False)  # where the version's files are (its storage location)
+    host: str = ""  # hardware-only id of the measuring machine ("" for a card written without one)
 
     @property
     def uri(self) -> str:
@@ -227,17 +228,22 @@ def nearest(verdicts: Iterable[Verdict], n: int = 3) -> list[Verdict]:
     return sorted(verdicts, key=distance)[:n]
 
 
-def _newest(c: Candidate) -> tuple[int, int]:
+def recency(c: Candidate) -> tuple[int, int]:
+    """How recently a candidate was measured (larger is newer): creation time, then version number."""
     return c.created_ms, int(c.version) if c.version.isdigit() else 0
 
 
 def at_point(c: Candidate, k: Constraints) -> bool:
-    """Measured on the target runner at the operating point (precision, batch, threads), on any fingerprint."""
+    """Measured on the target runner at the operating point (precision, batch, threads, a pinned host), any fingerprint.
+
+    ``k`` targets one runner (a host target is answered runner by runner: :mod:`registry.hosts`).
+    """
     return (
         c.runner == k.target
         and c.precision == k.effective_precision
         and c.batch_size == k.batch_size
         and (k.threads is None or c.threads == str(k.threads))
+        and (k.host is None or c.host == k.host)
     )
 
 
@@ -247,7 +253,7 @@ def target_fingerprint(pool: list[Candidate], k: Constraints) -> str | None:
         return k.fingerprint
     if not pool:
         return None
-    return max(pool, key=_newest).fingerprint
+    return max(pool, key=recency).fingerprint
 
 
 def at_operating_point(candidates: Iterable[Candidate], k: Constraints) -> list[Candidate]:
@@ -277,7 +283,7 @@ class RankedPool:
         fp = target_fingerprint(point, k)
         key = rank_key(k)
         ranked = sorted(((key(c), c) for c in point if c.fingerprint == fp), key=lambda kc: kc[0])
-        newest = max(map(_newest, point), default=None)
+        newest = max(map(recency, point), default=None)
         return cls(k, fp, newest, [kc[0] for kc in ranked], [kc[1] for kc in ranked])
 
     def feasible(self) -> Iterator[Verdict]:
@@ -302,15 +308,15 @@ class RankedPool:
         left = [c for c in removed if at_point(c, k)]
         came = [c for c in added if at_point(c, k)]
         if k.fingerprint is None:
-            if newest is not None and any(_newest(c) == newest for c in left):
-                back = [c for c in came if _newest(c) == newest]
+            if newest is not None and any(recency(c) == newest for c in left):
+                back = [c for c in came if recency(c) == newest]
                 if not back or back[0].fingerprint != fp:
                     return None
             for c in came:
-                if newest is None or _newest(c) > newest:
+                if newest is None or recency(c) > newest:
                     if c.fingerprint != fp:
                         return None
-                    newest = _newest(c)
+                    newest = recency(c)
         keys, candidates, key = list(self.keys), list(self.candidates), rank_key(k)
         for c in left:
             if c.fingerprint == fp:

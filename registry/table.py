@@ -3,7 +3,7 @@
 MLflow keeps a version's figures as text: cnnselect's card tag, one per version (``names.TAG_CARD``). Computed in
 the store, a cold ``get_best`` must then cut fields out of each card and join ``model_versions`` for the status and
 creation time (:mod:`registry.pushdown`): it parses text for thousands of versions on every call. This table holds
-one row per version with those fields already typed: the operating point, fingerprint, family, creation time, a
+one row per version with those fields already typed: the operating point, fingerprint, host, family, creation time, a
 ``usable`` flag (READY, not deleted, fully logged, evaluation ok, card readable), and the card's metrics as
 ``DOUBLE PRECISION`` (NULL where the card has none). Its rows are built by the index's own reader
 (``CandidateIndex._read_sql``, ``candidate_from_tags``), so they say what the index would say.
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from registry.index import Rows
 
 DIALECTS = ("postgresql",)  # advisory locks, REPEATABLE READ snapshots; SQLite reads the cards
-# a new layout gets a new name: an old table is never misread (v2: card v2's metrics; "done" means carded)
-NAME = "cnnselect_candidates_v2"
+# a new layout gets a new name: an old table is never misread (v2: card v2's metrics; "done" means carded; v3: the
+# card's host id)
+NAME = "cnnselect_candidates_v3"
 SYNC = f"{NAME}_sync"
 LOCK = f"{NAME}/lock"
 METRICS = names.CARD_METRICS
@@ -65,6 +66,7 @@ def _tables() -> tuple[Any, Any, Any]:
         sa.Column("batch", sa.Integer),
         sa.Column("threads", sa.Text),
         sa.Column("fingerprint", sa.Text),
+        sa.Column("host", sa.Text),
         sa.Column("family", sa.Text),
         sa.Column("created", sa.BigInteger),
         *(sa.Column(column(m), sa.Float(precision=53)) for m in METRICS),
@@ -219,6 +221,7 @@ def _values(fresh: Rows, workspace: str, model_name: str) -> list[dict[str, Any]
         c = fresh.by_version.get(v)
         row["usable"] = c is not None
         row.update(runner=None, precision=None, batch=None, threads=None, fingerprint=None, family=None, created=None)
+        row["host"] = None
         row.update({column(m): None for m in METRICS})
         if c is not None:
             row.update(
@@ -227,6 +230,7 @@ def _values(fresh: Rows, workspace: str, model_name: str) -> list[dict[str, Any]
                 batch=c.batch_size if abs(c.batch_size) < 2**31 else -1,  # an absurd tag never fails the write
                 threads=c.threads,
                 fingerprint=c.fingerprint,
+                host=c.host,
                 family=c.family,
                 created=c.created_ms,
             )

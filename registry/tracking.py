@@ -64,6 +64,7 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)  # extra files or folders, logged under artifact_path key
     preprocess: dict[str, Any] = field(default_factory=dict)  # timm's eval data config the artifact was measured with
+    host: str = ""  # hardware-only id of the measuring machine (evaluators.runners.runner_host_id); "" for unknown
 
 
 @dataclass(frozen=True)
@@ -266,8 +267,10 @@ def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -
         names.TAG_SWEEP: ev.sweep,
         names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
         names.TAG_BATCH_SIZE: str(ev.fingerprint.get("batch_size", "1")),  # operating point, read by get_best
-        names.TAG_THREADS: str(ev.fingerprint.get("threads", "all")),
+        names.TAG_THREADS: names.threads_setting(str(ev.fingerprint.get("threads", "all"))),
     }
+    if ev.host:
+        tags[names.TAG_HOST] = ev.host
     if ev.preprocess:  # what production code applies before calling the artifact (Answer.preprocess)
         tags[names.TAG_PREPROCESS] = json.dumps(ev.preprocess, sort_keys=True, separators=(",", ":"))
     run_tags = {**tags, names.TAG_STATUS: STATUS_RUNNING}

@@ -145,6 +145,29 @@ def fingerprint_id(fp: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# The fingerprint's hardware fields, per host kind: what two runners' measurements share when they ran on one machine
+# (their fingerprints differ in software versions and runner settings). The core count is hardware too: a runner at
+# its default threads uses every core.
+CPU_HOST, GPU_HOST = "cpu-host", "gpu-host"  # the host kinds a runner measures on
+HOST_FIELDS: dict[str, tuple[str, ...]] = {
+    CPU_HOST: ("cpu_model", "cpu_isa", "cpu_cores"),
+    GPU_HOST: ("gpu_name", "gpu_capability"),
+}
+
+
+def host_id(host: str, fp: dict[str, str]) -> str:
+    """The hardware-only id of a machine of kind ``host`` (``cpu-host``, ``gpu-host``): ``cpu-<12 hex>``.
+
+    Only the fields of ``HOST_FIELDS[host]`` count, so measurements of different runners (other runtimes, other
+    versions) on the same machine share it. The fingerprint (``fingerprint.json`` on each run) says what it stands for.
+    """
+    if host not in HOST_FIELDS:
+        raise ValueError(f"unknown host {host!r}; known hosts: {', '.join(HOST_FIELDS)}")
+    hardware = {f: fp.get(f, "") for f in HOST_FIELDS[host]}
+    digest = hashlib.sha256(json.dumps(hardware, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{host.removesuffix('-host')}-{digest}"
+
+
 @runtime_checkable
 class PeakMemory(Protocol):
     """Optional: a runner on a device with its own allocator (CUDA) reports its peak allocation."""

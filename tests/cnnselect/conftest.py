@@ -29,6 +29,7 @@ def log_measurements(home: Path, tmp: Path, dataset: str = "digits", measured: l
     from catalog import get_entry
     from catalog.weights import create_model
     from evaluators.export import export_onnx
+    from evaluators.runners import runner_host_id
     from registry.settings import Settings
     from registry.tracking import DatasetRef, Evaluation, log_evaluation
 
@@ -54,7 +55,7 @@ def log_measurements(home: Path, tmp: Path, dataset: str = "digits", measured: l
         precision = "int8" if runner == "edge" else "fp32"
         ev = Evaluation(
             variant, family, runner, precision, ds, f"k{i}", "sweep-1", {"cpu": "x"}, "fp1", "w" * 64, "scratch",
-            art.path, x[:1], y[:1], {"variant": variant}, metrics,
+            art.path, x[:1], y[:1], {"variant": variant}, metrics, host=runner_host_id(runner, {"cpu": "x"}),
         )  # fmt: skip
         log_evaluation(settings, ev)
 

@@ -67,6 +67,26 @@ def test_evaluate_survives_a_bad_model_then_answers(tmp_path: Path) -> None:
 def test_bad_constraints_exit_2_and_list_valid_runners(tmp_path: Path) -> None:
     out = run("best", "--target", "tpu", home=tmp_path)
     assert out.returncode == 2 and "known runners: cpu, edge" in out.stdout
+    out = run("best", "--target", "cpu-host", "--runtimes", "cpu,openvino", home=tmp_path)
+    flat = " ".join(out.stdout.split())
+    assert out.returncode == 2 and "unknown cpu-host runtime 'openvino'" in flat and "Valid: cpu, edge" in flat
+
+
+def test_best_on_a_host_names_the_runtime_precision_threads_and_host(measured_home: Path) -> None:
+    """cpu and edge measured on one machine: the host target weighs both, the answer says which runtime won."""
+    from evaluators.runners import runner_host_id
+
+    host = runner_host_id("cpu", {"cpu": "x"})
+    a = json.loads(run("best", "--target", "cpu-host", "--max-latency-ms", "3", "--json", home=measured_home).stdout)
+    assert (a["variant"], a["runtime"], a["precision"], a["threads"], a["host"]) == ("mid", "edge", "int8", "all", host)
+    assert {v["runtime"] for v in a["verdicts"]} == {"cpu", "edge"}
+    pinned = run("best", "--target", "cpu-host", "--runtimes", "cpu", "--max-latency-ms", "3", "--json",
+                 home=measured_home)  # fmt: skip
+    assert (json.loads(pinned.stdout)["variant"], json.loads(pinned.stdout)["runtime"]) == ("fast", "cpu")
+    out = run("best", "--target", "cpu-host", "--max-latency-ms", "3", home=measured_home, columns=100)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert f"runtime edge, precision int8, threads all, host {host}" in out.stdout
+    assert "mid v6 edge" in out.stdout and "mid v2 cpu" in out.stdout  # each candidate named with its runtime
 
 
 def test_nothing_evaluated_exits_1(tmp_path: Path) -> None:

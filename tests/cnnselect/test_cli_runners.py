@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cnnselect.cli import main
-from evaluators.runners import RUNNER_NAMES, get_runner
+from evaluators.runners import RUNNER_NAMES, RUNNER_PRECISION, get_runner
 
 
 def test_runners_json_lists_every_runner_with_its_availability(capsys: pytest.CaptureFixture[str]) -> None:
@@ -16,6 +16,8 @@ def test_runners_json_lists_every_runner_with_its_availability(capsys: pytest.Ca
     assert by_name["openvino-bf16"]["precision"] == "bf16" and by_name["executorch-xnnpack-int8"]["precision"] == "int8"
     for r in rows:
         assert r["available"] == get_runner(r["name"]).availability().available
+        assert r["precision"] == RUNNER_PRECISION[r["name"]]  # the declaration (_SPECS) says what the runner runs
+        assert r["host"] == ("gpu-host" if r["name"].startswith("gpu") else "cpu-host")
         assert r["available"] or r["reason"], f"{r['name']} is unavailable without a reason"
     assert by_name["cpu"]["available"]
 

@@ -85,3 +85,54 @@ def test_int8_records_each_recipe_it_tried(outcomes) -> None:
     assert run.data.params["int8_recipe"] == chosen["recipe"]
     assert run.data.metrics["int8_attempts"] == len(attempts)
     assert run.data.metrics["int8_calibration_drop"] == chosen["drop"]
+
+
+@pytest.mark.parametrize("runner", ["openvino-int8", "executorch-xnnpack-fp32"])
+def test_a_host_answer_loads_its_runtime_and_reproduces_the_logged_logits(outcomes, digits_root: Path, runner) -> None:
+    """``get_best`` on the CPU host pinned to one runtime: the answer names it, ``load()`` is that runtime's session
+    on the run's deploy/ artifact, and preprocess + predict give the logits the measurement logged (predictions.csv)."""
+    import csv
+
+    import mlflow
+    import numpy as np
+
+    from evaluators.runners import RUNNER_PRECISION, get_runner
+    from registry.client import Registry
+    from registry.constraints import Constraints
+
+    by, settings = outcomes
+    reg = Registry(settings=settings)
+    a = reg.get_best(Constraints(target="cpu-host", runtimes=(runner,)))
+    assert a.candidate.run_id == by[runner].run_id
+    assert (a.runtime, a.precision, a.threads) == (runner, RUNNER_PRECISION[runner], "all" if "openvino" in runner
+                                                   else "default")  # fmt: skip
+    assert a.host.startswith("cpu-") and f"runtime {runner}" in a.explain()
+    deployed = reg.deployed(a.candidate)
+    assert deployed.suffix == (".xml" if "openvino" in runner else ".pte") and deployed.parent.name == "deploy"
+    session = a.load()
+    assert type(session).__name__ == type(get_runner(runner).load(deployed)).__name__  # the runtime's own session
+
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    logged = Path(client.download_artifacts(a.candidate.run_id, "predictions/predictions.csv"))
+    rows = list(csv.DictReader(logged.open()))[:6]
+    x = a.preprocess([digits_root / r["path"] for r in rows])
+    logits = a.predict(x)
+    assert logits.shape[0] == len(rows)
+    for row, out in zip(rows, logits, strict=True):
+        top = [float(row[f"logit{i}"]) for i in range(1, 6)]
+        np.testing.assert_allclose(np.sort(out)[::-1][:5], top, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(get_runner(runner).predict(session, x), logits)  # load() runs as predict() does
+
+
+def test_the_cpu_host_weighs_both_runtimes_measured_here(outcomes) -> None:
+    from registry import hosts
+    from registry.client import Registry
+    from registry.constraints import Constraints
+
+    by, settings = outcomes
+    reg = Registry(settings=settings)
+    k = Constraints(target="cpu-host", objective="latency")
+    a = reg.get_best(k)
+    assert a.runtime in ("openvino-int8", "executorch-xnnpack-fp32")
+    assert a.candidate.version == hosts.select(reg.candidates("digits"), k)[0].candidate.version
+    assert {c.runner for c in a.pool} == {"openvino-int8", "executorch-xnnpack-fp32"}  # one machine: both weighed

@@ -51,15 +51,19 @@ def shared_store(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 def log_one(
     store: Settings, tiny_onnx, ds: str, variant: str = "v", runner: str = "cpu", preprocess: dict | None = None,
-    **metrics: float,
+    artifacts: dict[str, Path] | None = None, **metrics: float,
 ) -> Logged:  # fmt: skip
-    """One real evaluation logged and registered the way the pipeline does it."""
+    """One real evaluation logged and registered the way the pipeline does it (its host id from its fingerprint)."""
+    from evaluators.runners import RUNNER_PRECISION, runner_host_id
+
     path, x, y = tiny_onnx
     ref = DatasetRef(ds, "d" * 64, str(Path(path).parent), tuple("0123456789"), "h" * 64, 450)
+    fingerprint = {"cpu_model": "x", "batch_size": "1", "threads": "all"}
     ev = Evaluation(
-        variant, "efficientnet", runner, "int8" if runner == "edge" else "fp32", ref, f"key-{variant}-{runner}",
-        "sweep-1", {"cpu_model": "x", "batch_size": "1", "threads": "all"}, "fp1", "w" * 64, "scratch", path,
+        variant, "efficientnet", runner, RUNNER_PRECISION[runner], ref, f"key-{variant}-{runner}",
+        "sweep-1", fingerprint, "fp1", "w" * 64, "scratch", path,
         x[:1], y[:1], {"variant": variant}, {**BASE, **metrics}, preprocess=preprocess or {},
+        host=runner_host_id(runner, fingerprint), artifacts=dict(artifacts or {}),
     )  # fmt: skip
     return log_evaluation(store, ev)
 
@@ -68,27 +72,31 @@ def log_one(
 def add_version(shared_store: Settings, tiny_onnx) -> Callable[..., str]:
     """More candidates, cheaply: real versions of the same registered model pointing at a real logged artifact.
 
-    ``add_version(ds, variant, runner="cpu", fingerprint="fp1", source=None, **metrics)`` returns the version.
+    ``add_version(ds, variant, runner="cpu", fingerprint="fp1", source=None, host=None, **metrics)`` returns the
+    version; ``host`` (a host id) replaces the first logged version's.
     """
     from mlflow import MlflowClient
 
+    from evaluators.runners import RUNNER_PRECISION
     from registry import names
 
     client = MlflowClient(shared_store.resolved_tracking_uri)
     base: dict[str, Logged] = {}
 
     def add(ds: str, variant: str, runner: str = "cpu", fingerprint: str = "fp1", source: str | None = None,
-            **metrics: float) -> str:  # fmt: skip
+            host: str | None = None, **metrics: float) -> str:  # fmt: skip
         if ds not in base:
             base[ds] = log_one(shared_store, tiny_onnx, ds, variant, runner, **metrics)
-            if fingerprint == "fp1" and source is None:
+            if fingerprint == "fp1" and source is None and host is None:
                 return str(base[ds].version)
         model = names.registered_model_name(ds)
         seed = client.get_model_version(model, str(base[ds].version))
         tags = {
             **seed.tags, names.TAG_VARIANT: variant, names.TAG_RUNNER: runner, names.TAG_FINGERPRINT: fingerprint,
-            names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
+            names.TAG_PRECISION: RUNNER_PRECISION[runner],
         }  # fmt: skip
+        if host is not None:
+            tags[names.TAG_HOST] = host
         tags = names.version_tags(tags, {**BASE, **metrics})  # as the pipeline registers it (its own card)
         mv = client.create_model_version(model, source or seed.source, run_id=seed.run_id, tags=tags)
         return str(mv.version)

@@ -148,3 +148,32 @@ def test_the_team_lock_is_exclusive(reg: Registry, add_version, ds: str) -> None
             promote("vision", other, blocking=False)
     assert promote("vision", other, blocking=False).action == "promoted"
     assert load_team("vision", reg.teams_dir).name == "vision"
+
+
+def test_a_host_team_moves_its_alias_to_the_chosen_runtimes_version(
+    shared_store, add_version, ds: str, tmp_path: Path
+) -> None:
+    """A team YAML with ``target: cpu-host`` validates; promotion follows the runtime the host target chooses."""
+    host = "cpu-0123456789ab"
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "fast.yaml").write_text(
+        f"name: fast\nconstraints:\n  dataset: {ds}\n  target: cpu-host\n  runtimes: [cpu, openvino-int8]\n"
+        "  max_latency_ms: 5\n  objective: latency\n"
+    )
+    reg = Registry(settings=shared_store, teams_dir=teams, ttl_s=0)
+    assert load_team("fast", teams).constraints.runners == ("cpu", "openvino-int8")
+    ort = add_version(ds, "m", "cpu", "fp-ort", host=host, latency_p95_ms=3.0, latency_p95_ub_ms=3.2)
+    d = promote("fast", reg)
+    assert (d.action, d.champion) == ("promoted", ort)
+    ov = add_version(ds, "m", "openvino-int8", "fp-ov", host=host, latency_p95_ms=1.0, latency_p95_ub_ms=1.1)
+    add_version(ds, "m", "executorch-xnnpack-fp32", "fp-et", host=host, latency_p95_ms=0.5, latency_p95_ub_ms=0.6)
+    d = promote("fast", reg)  # executorch is faster still, but not among the team's runtimes
+    assert (d.action, d.previous, d.champion) == ("promoted", ort, ov) and "upper bound 1.1 ms < champion" in d.reason
+    champion = reg.get_champion("fast")
+    assert (champion.candidate.version, champion.runtime, champion.precision, champion.host) == (
+        ov, "openvino-int8", "int8", host
+    )  # fmt: skip
+    model = names.registered_model_name(ds)
+    assert str(MlflowClient(reg.tracking_uri).get_model_version_by_alias(model, "team-fast").version) == ov
+    assert promote("fast", reg).action == "kept"

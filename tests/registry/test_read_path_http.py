@@ -66,6 +66,10 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
     time.sleep(TTL_S * 1.5)
     assert reg.get_champion("http").candidate.version == runner_up.version
 
+    on_host = reg.get_best(Constraints(dataset=ds, target="cpu-host", min_top1=0.5))  # the host's runtimes
+    assert (on_host.candidate.version, on_host.runtime, on_host.host) == (winner.version, "cpu", best.candidate.host)
+    np.testing.assert_allclose(on_host.predict(x[:1]), y[:1], rtol=1e-3, atol=1e-4)
+
     client.delete_model_version(model, str(winner.version))
     time.sleep(TTL_S * 1.5)  # the index's TTL: over HTTP every expiry reloads
     for _ in range(3):
@@ -73,3 +77,27 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
         assert (after.candidate.variant, after.candidate.version) == ("runner_up", runner_up.version)
         assert winner.version not in {c.version for c in reg.candidates(ds)}
         time.sleep(TTL_S / 2)
+
+
+def test_an_openvino_answer_loads_its_deployed_ir_through_the_server(
+    http_store: Settings, tiny_onnx, tmp_path: Path
+) -> None:
+    """A non-ONNX runtime's artifact is the run's deploy/ folder, downloaded through the server's artifact proxy."""
+    from evaluators.runners import get_runner
+
+    ds = "http-host"
+    path, x, y = tiny_onnx
+    runner = get_runner("openvino-fp32")
+    ir = runner.prepare(path, tmp_path / "ov", None)
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    for f in (ir, ir.with_suffix(".bin")):
+        (deploy / f.name).write_bytes(f.read_bytes())
+    log_one(http_store, tiny_onnx, ds, "slow", "cpu", top1=0.9, latency_p95_ms=9.0, latency_p95_ub_ms=9.5)
+    log_one(http_store, tiny_onnx, ds, "ov", "openvino-fp32", artifacts={"deploy": deploy}, top1=0.9)
+    reg = Registry(settings=http_store, ttl_s=TTL_S)
+    a = reg.get_best(Constraints(dataset=ds, target="cpu-host", objective="latency"))
+    assert (a.candidate.variant, a.runtime, a.precision) == ("ov", "openvino-fp32", "fp32")
+    assert reg.deployed(a.candidate).name == "model.xml"  # downloaded: the run's artifacts are served, not local
+    np.testing.assert_allclose(a.predict(x), runner.predict(runner.load(ir), x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.predict(x), y, rtol=1e-3, atol=1e-4)

@@ -25,12 +25,24 @@ def _team(tmp_path: Path, body: str, name: str = "t") -> Path:
     return tmp_path
 
 
+def test_a_host_team_validates(tmp_path: Path) -> None:
+    body = "name: t\nconstraints: {target: cpu-host, runtimes: [openvino-int8, cpu], precisions: [int8]}\n"
+    k = load_team("t", _team(tmp_path, body)).constraints
+    assert k.on_host and k.runners == ("openvino-int8",)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ("name: t\nconstraints: {max_latency: 5}\n", r"key 'max_latency'. Did you mean 'max_latency_ms'"),
         ("name: t\nconstrains: {}\n", r"unknown Team key 'constrains'. Did you mean 'constraints'"),
         ("name: t\nconstraints: {target: tpu}\n", r"unknown target runner 'tpu'; known runners: cpu, edge"),
+        ("name: t\nconstraints: {target: cpu-hst}\n", r"known hosts: cpu-host, gpu-host. Did you mean 'cpu-host'"),
+        (
+            "name: t\nconstraints: {target: cpu-host, runtimes: [openvino]}\n",
+            r"constraints: unknown cpu-host runtime 'openvino'. Did you mean .* Valid: cpu, edge",
+        ),
+        ("name: t\nconstraints: {runtimes: [cpu]}\n", r"runtimes narrows a host target"),
         ("name: t\nconstraints: {max_size_mb: -3}\n", r"constraints.max_size_mb: Input should be greater than 0"),
         ("name: t\nconstraints: {target: edge, precision: fp32}\n", r"precision 'fp32' but target 'edge'"),
         ("name: t\nconstraints: {precisions: [int8]}\n", r"contradictory: target 'cpu' runs 'fp32', not in allowed"),
