@@ -194,6 +194,8 @@ def _task_log(url: str, run_id: str, task: str, map_index: int) -> list[str]:
         event = entry.get("event", "") if isinstance(entry, dict) else str(entry)
         level = (entry.get("level") or "info").upper() if isinstance(entry, dict) else "INFO"
         lines += [f"{level} {text}" for text in str(event).splitlines()]
+        for exc in entry.get("error_detail") or [] if isinstance(entry, dict) else []:  # the UI's traceback
+            lines.append(f"{level} {exc.get('exc_type')}: {exc.get('exc_value')}")
     return lines
 
 
