@@ -9,52 +9,29 @@ Makefile's ``AIRFLOW_PORT`` / ``MLFLOW_PORT``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import REPO, free_port
-from tests.integration.stack import http, http_ok, wait_for
-
-
-@dataclass
-class MakeTarget:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def tail(self, n: int = 6000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+from tests.integration.stack import Proc, http, http_ok, wait_for
 
 
 @dataclass
 class Clone:
     path: Path
     env: dict[str, str]
-    targets: list[MakeTarget] = field(default_factory=list)
+    targets: list[Proc] = field(default_factory=list)
 
-    def make(self, target: str, *variables: str) -> MakeTarget:
+    def make(self, target: str, *variables: str) -> Proc:
         log = self.path.parent / f"make-{target}.log"
         fh = open(log, "wb")  # noqa: SIM115 - make writes to it until stop()
         proc = subprocess.Popen(
             ["make", target, *variables], cwd=self.path, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        t = MakeTarget(target, proc, log)
+        t = Proc(target, proc, log)  # the stack's own process handle: tail, stop by process group
         self.targets.append(t)
         return t
 
@@ -81,7 +58,7 @@ def fresh_clone(root: Path) -> Clone:
     return Clone(path, env)
 
 
-def start_airflow(clone: Clone) -> tuple[MakeTarget, str]:
+def start_airflow(clone: Clone) -> tuple[Proc, str]:
     port = free_port()
     target = clone.make("airflow", f"AIRFLOW_PORT={port}")
     url = f"http://127.0.0.1:{port}"
@@ -89,7 +66,7 @@ def start_airflow(clone: Clone) -> tuple[MakeTarget, str]:
     return target, url
 
 
-def start_mlflow_ui(clone: Clone) -> tuple[MakeTarget, str]:
+def start_mlflow_ui(clone: Clone) -> tuple[Proc, str]:
     port = free_port()
     target = clone.make("ui-mlflow", f"MLFLOW_PORT={port}")
     url = f"http://127.0.0.1:{port}"

@@ -16,8 +16,8 @@ import pytest
 from catalog import get_profile
 from tests import browser
 from tests.conftest import REPO
-from tests.integration.readme_stack import Clone, MakeTarget, fresh_clone, start_airflow, start_mlflow_ui
-from tests.integration.stack import http, wait_for
+from tests.integration.readme_stack import Clone, fresh_clone, start_airflow, start_mlflow_ui
+from tests.integration.stack import Proc, http, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ DEMO = get_profile("demo").models  # the form's default profile
 
 
 @pytest.fixture(scope="module")
-def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clone, MakeTarget, str]]:
+def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clone, Proc, str]]:
     browser.chromium()  # fail (CI) or skip loudly before starting anything
     clone = fresh_clone(tmp_path_factory.mktemp("readme"))
     try:
@@ -38,7 +38,7 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clone, Ma
 
 
 @pytest.fixture(scope="module")
-def page(readme: tuple[Clone, MakeTarget, str]) -> Iterator[Any]:
+def page(readme: tuple[Clone, Proc, str]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -70,7 +70,7 @@ def _trigger(page: Any, url: str, fields: dict[str, str] | None = None, shot: Pa
     return run_id
 
 
-def _finished(url: str, dag: str, run_id: str, airflow: MakeTarget, timeout: float) -> str:
+def _finished(url: str, dag: str, run_id: str, airflow: Proc, timeout: float) -> str:
     def done() -> str | None:
         state = _api(url, f"/dags/{dag}/dagRuns/{run_id}")["state"]
         return state if state in ("success", "failed") else None
@@ -111,7 +111,7 @@ def _measured(states: dict[tuple[str, str], str], models: tuple[str, ...]) -> di
 
 
 @pytest.mark.timeout(2700)  # the demo sweep through Airflow: about 6 minutes on 2 idle cores, three runs in all
-def test_the_readme_airflow_path(readme: tuple[Clone, MakeTarget, str], page: Any, tmp_path: Path) -> None:
+def test_the_readme_airflow_path(readme: tuple[Clone, Proc, str], page: Any, tmp_path: Path) -> None:
     clone, airflow, url = readme
     assert f"Airflow UI at {url} (no login" in airflow.tail(100_000)  # `make airflow` says where to go
 
@@ -199,7 +199,7 @@ def _task_log(url: str, run_id: str, task: str, map_index: int) -> list[str]:
     return lines
 
 
-def _promotion_after(url: str, airflow: MakeTarget, sweep: str) -> str:
+def _promotion_after(url: str, airflow: Proc, sweep: str) -> str:
     began = _api(url, f"/dags/{DAG}/dagRuns/{sweep}")["start_date"]  # summarize announces before the run ends
 
     def started() -> str | None:
@@ -219,7 +219,7 @@ def _resnet_checkpoint(tmp: Path) -> Path:
     return path
 
 
-def test_a_bad_trigger_is_refused_before_any_work(readme: tuple[Clone, MakeTarget, str], page: Any) -> None:
+def test_a_bad_trigger_is_refused_before_any_work(readme: tuple[Clone, Proc, str], page: Any) -> None:
     clone, airflow, url = readme
     wait_for("DAG parsed", lambda: _api(url, f"/dags/{DAG}"), 300, [airflow])
     run = _trigger(page, url, {"element_models": "resnet-18"})
