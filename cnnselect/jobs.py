@@ -403,13 +403,26 @@ def _evaluate_child(
 
 
 def leaderboard(dataset: str, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Every evaluated (model, runner) of the dataset, best top-1 first."""
+    """Every evaluated (model, runner) of the dataset, best top-1 first, with its place on its host's frontier.
+
+    ``on_frontier``: no other runtime/precision of the same model on the same host is both faster (p95) and at least
+    as accurate (:mod:`cnnselect.frontier`).
+    """
+    from cnnselect.frontier import runtime_frontiers
     from registry.client import Registry
 
     reg = Registry(settings=settings or Settings())
+    candidates = reg.candidates(dataset)
+    artifacts = {
+        a.candidate.uri: a
+        for models in runtime_frontiers(candidates).values()
+        for arts in models.values()
+        for a in arts
+    }
     rows = []
-    for c in reg.candidates(dataset):
+    for c in candidates:
         m = c.metrics
+        art = artifacts.get(c.uri)
         rows.append(
             {
                 "variant": c.variant,
@@ -420,6 +433,11 @@ def leaderboard(dataset: str, settings: Settings | None = None) -> list[dict[str
                 "params_m": m.get("params_m"),
                 "gmacs": m.get("gmacs"),
                 "size_mb": m.get("size_mb"),
+                "threads": c.threads,
+                "host": c.host or None,
+                # on its model's runtime frontier on its host; None: no host id, or a newer measurement replaced it
+                "on_frontier": art.on_frontier if art else None,
+                "fastest_on_host": art.fastest if art else None,
                 "uri": c.uri,
             }
         )

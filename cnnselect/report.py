@@ -1,7 +1,8 @@
 """``cnnselect report``: one static HTML page per store, a section per team, and the pictures logged to MLflow.
 
 For each team: its constraints, the champion (what ``get_best`` answers now, and the promoted alias when given), the
-feasible set ranked, the Pareto frontier of its target runner, and every rejection with its reason. Then, per
+feasible set ranked, the Pareto frontier of its target runner, and every rejection with its reason. Then each
+model's runtime/precision frontier on each measuring host (:mod:`cnnselect.frontier`). Then, per
 dataset and runner, top-1 against p95 latency, params and MB. Images are PNGs beside ``index.html`` and embedded in
 it (base64), so the page is one self-contained file.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnselect.frontier import Artifact, runtime_frontiers
 from cnnselect.plots import frontier_names, plot_tradeoffs, points_of, points_of_verdicts
 from registry import names
 from registry.constraints import Constraints
@@ -88,6 +90,8 @@ class Report:
     teams: list[TeamSection]
     views: list[RunnerView]
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of each team file left out
+    # dataset -> host id -> model -> its artifacts there, fastest first (cnnselect.frontier)
+    frontiers: dict[str, dict[str, dict[str, list[Artifact]]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +102,10 @@ class Report:
                 {"dataset": v.dataset, "runner": v.runner, "frontier": v.frontier, "plot": str(v.plot)}
                 for v in self.views
             ],
+            "runtime_frontiers": {
+                d: {h: {m: [a.to_dict() for a in arts] for m, arts in models.items()} for h, models in hosts.items()}
+                for d, hosts in self.frontiers.items()
+            },
         }
 
 
@@ -171,9 +179,10 @@ def build(
             pts = points_of(cands)
             plot = plot_tradeoffs(pts, f"{d} on {runner}: top-1 against cost", out_dir / f"{d}-{runner}.png")
             views.append(RunnerView(d, runner, cands, frontier_names(pts), plot))
+    frontiers = {d: runtime_frontiers(pool[d]) for d in wanted}
     page = out_dir / "index.html"
-    page.write_text(render(sections, views, wanted, invalid), encoding="utf-8")
-    return Report(page, sections, views, list(invalid))
+    page.write_text(render(sections, views, wanted, invalid, frontiers), encoding="utf-8")
+    return Report(page, sections, views, list(invalid), frontiers)
 
 
 def _img(path: Path | None) -> str:
@@ -250,11 +259,31 @@ def _team_html(s: TeamSection) -> str:
     return "\n".join(parts)
 
 
+def _frontier_html(dataset: str, hosts: dict[str, dict[str, list[Artifact]]]) -> list[str]:
+    """Per host, every model's artifacts there, fastest first, the ones on its runtime frontier marked."""
+    parts = []
+    head = ["model", "runtime", "precision", "threads", "top-1", "p95 ms", "MB", "frontier"]
+    for host, models in hosts.items():
+        parts.append(f"<h3>{html.escape(dataset)} on host <code>{html.escape(host)}</code></h3>")
+        parts.append(f"<table>{_row(head, 'th')}")
+        for variant, arts in models.items():
+            for i, a in enumerate(arts):
+                c = a.candidate
+                mark = ("fastest, " if a.fastest else "") + ("on the frontier" if a.on_frontier else "dominated")
+                cells = [html.escape(variant) if i == 0 else "", html.escape(c.runner), html.escape(c.precision)]
+                cells += [html.escape(c.threads), _num(a.top1), _num(a.p95_ms, ".2f")]
+                cells += [_num(c.metrics.get("size_mb"), ".2f"), mark]
+                parts.append(_row(cells))
+        parts.append("</table>")
+    return parts
+
+
 def render(
     sections: Sequence[TeamSection],
     views: Sequence[RunnerView],
     datasets: Sequence[str],
     invalid: Sequence[tuple[str, str]] = (),
+    frontiers: dict[str, dict[str, dict[str, list[Artifact]]]] | None = None,
 ) -> str:
     toc = " · ".join(f'<a href="#team-{html.escape(s.name)}">{html.escape(s.name)}</a>' for s in sections)
     body = [
@@ -267,6 +296,14 @@ def render(
         body.append(f"<h2>Team files left out ({len(invalid)})</h2>")
         body += [f'<div class="none"><b>{html.escape(f)}</b>\n{html.escape(why)}</div>' for f, why in invalid]
     body += [_team_html(s) for s in sections]
+    if any((frontiers or {}).values()):
+        body.append(
+            "<h2>Runtime frontier per host</h2><p>Per machine and model, every runtime/precision measured there: "
+            "on the frontier when no other artifact of the same model on that machine is both faster (p95) and at "
+            "least as accurate.</p>"
+        )
+        for d, hosts in (frontiers or {}).items():
+            body += _frontier_html(d, hosts)
     body.append("<h2>Per dataset and runner</h2>")
     for v in views:
         body.append(f"<h3>{html.escape(v.dataset)} on {html.escape(v.runner)} ({len(v.candidates)} models)</h3>")

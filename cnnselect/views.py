@@ -79,12 +79,50 @@ def leaderboard_tables(rows: list[dict[str, Any]], dataset: str, width: int) -> 
         for r in members:
             table.add_row(Text(r["variant"]), *(Text(fmt(r[key], spec)) for _, key, spec in shown))
         tables.append(table)
+    tables += frontier_tables(rows, dataset, model_w)
     tables.append(Text("top-1 on the held-out split; latency at batch 1"))
     if dropped:
         tables.append(
             Text(f"left out at {width} columns: {', '.join(dropped)} (--json or a wider terminal shows them)")
         )
     return tables
+
+
+def frontier_tables(rows: list[dict[str, Any]], dataset: str, model_w: int) -> list[Table | Text]:
+    """Per host: each model's runtime/precision frontier (the artifacts no other one of it beats there), fastest first.
+
+    Only where a model was measured on more than one runtime of a host; the artifacts off the frontier are counted.
+    """
+    hosts: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        if r.get("on_frontier") is not None:
+            hosts.setdefault(r["host"], {}).setdefault(r["variant"], []).append(r)
+    out: list[Table | Text] = []
+    for host, models in sorted(hosts.items()):
+        if all(len(arts) < 2 for arts in models.values()):
+            continue
+        title = f"Runtime frontier: {dataset} on host {host} (per model, fastest first)"
+        out.append(Text(title))  # above the table, not its title: a title wraps at the (narrow) table's width
+        table = Table()
+        table.add_column("model", width=model_w, no_wrap=True, overflow="fold")
+        table.add_column("runtime, threads", overflow="fold")
+        for header in ("top-1", "p95 ms"):
+            table.add_column(header, justify="right", no_wrap=True)
+        off = 0
+        for variant, arts in sorted(models.items()):
+            front = sorted((a for a in arts if a["on_frontier"]), key=lambda a: a["latency_p95_ms"] or float("inf"))
+            off += len(arts) - len(front)
+            for i, a in enumerate(front):
+                table.add_row(
+                    Text(variant if i == 0 else ""),
+                    Text(f"{a['runner']}, {a['threads']}"),
+                    Text(fmt(a["top1"], ".3f")),
+                    Text(fmt(a["latency_p95_ms"], ".2f")),
+                )
+        out.append(table)
+        if off:
+            out.append(Text(f"{off} measured artifact(s) on this host are off the frontier (--json lists them)"))
+    return out
 
 
 def declared(constraints: dict[str, Any]) -> str:

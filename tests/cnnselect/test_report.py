@@ -147,3 +147,13 @@ def test_report_renders_in_headless_chromium(report, tmp_path: Path) -> None:
         assert im.size == (1280, 2000)
         colours = im.convert("RGB").resize((64, 100)).getcolors(64 * 100)
         assert colours is not None and len(colours) > 20  # text, tables and plots, not one flat colour
+
+
+def test_report_shows_each_models_runtime_frontier_per_host(report) -> None:
+    (hosts,) = report.frontiers["digits"].values()  # one measuring machine
+    mid = hosts["mid"]
+    assert [(a.candidate.runner, a.on_frontier, a.fastest) for a in mid] == [("edge", True, True), ("cpu", True, False)]
+    page = report.html.read_text()
+    assert "Runtime frontier per host" in page and "on the frontier" in page
+    d = report.to_dict()["runtime_frontiers"]["digits"]
+    assert [a["runner"] for a in next(iter(d.values()))["mid"]] == ["edge", "cpu"]
