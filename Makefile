@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint ui-mlflow airflow clean
+.PHONY: demo test install litert lint ui-mlflow airflow clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,12 +14,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# LiteRT's converter (litert-torch) pins typing-extensions < 4.13 (through xdsl) where Airflow needs >= 4.14, so the
+# cnnselect[litert] extra lives in a venv of its own, layered over .venv: its own site-packages first, then .venv's
+# and this checkout (a .pth), so only what LiteRT needs is installed twice. `.venv-litert/bin/cnnselect` runs the
+# litert-* runners; a LiteRT worker is started from it.
+LITERT := .venv-litert
+LITERT_STAMP := $(LITERT)/.installed
+$(LITERT_STAMP): $(STAMP)
+	test -x $(LITERT)/bin/python || $(BIN)/python -m venv $(LITERT)
+	$(BIN)/python -c 'import sysconfig; print("$(CURDIR)"); print(sysconfig.get_paths()["purelib"])' \
+		> "$$($(LITERT)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_cnnselect.pth"
+	$(LITERT)/bin/pip install -q $$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["litert"]))')
+	$(LITERT)/bin/pip install -q --no-deps -e .
+	touch $(LITERT_STAMP)
+
+litert: $(LITERT_STAMP)
+
 ## The main job on the embedded default: bundled digits, SQLite MLflow under .cnnselect/
 demo: $(STAMP)
 	$(BIN)/cnnselect demo
 
 ## The whole test suite (what .ci/run calls)
-test: $(STAMP)
+test: $(STAMP) $(LITERT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

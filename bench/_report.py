@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
 Every figure below comes from a script in `bench/`; each block names the command that wrote it, when, and on what
@@ -36,7 +37,9 @@ def write_block(name: str, title: str, body: str, command: str | None = None) ->
     if command is None:
         script = Path(sys.argv[0]).resolve()
         module = f"-m bench.{script.stem}" if script.parent == Path(__file__).resolve().parent else str(script)
-        command = " ".join([".venv/bin/python", module, *sys.argv[1:]])
+        python = Path(sys.executable)
+        python = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python  # .venv or .venv-litert
+        command = " ".join([str(python), module, *sys.argv[1:]])
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     block = (
         f"<!-- bench:{name} -->\n## {title}\n\n"

@@ -1,9 +1,11 @@
 """``litert-fp32`` / ``litert-int8``: LiteRT (formerly TensorFlow Lite), the runtime Android teams ship.
 
 Conversion needs ``litert-torch`` (the PyTorch -> ``.tflite`` converter) and running needs ``ai-edge-litert`` (the
-interpreter); both come with the ``cnnselect[litert]`` extra. ``litert-torch`` pins an older torch than cnnselect's,
-so it is not a default dependency: where either is missing, ``availability()`` says so and the pipeline records the
-runner as unavailable.
+interpreter); both come with the ``cnnselect[litert]`` extra. ``litert-torch`` pins torch < 2.15 and, through
+``xdsl``, typing-extensions < 4.13 where Airflow needs >= 4.14, so the extra is not a default dependency and does not
+go into the Airflow venv: ``make litert`` builds ``.venv-litert``, layered over ``.venv``, whose ``cnnselect`` (and a
+worker started from it) runs these runners. Where either package is missing, ``availability()`` says so and the
+pipeline records the runner as unavailable.
 
 Like ExecuTorch, LiteRT deploys the torch model (the torch artifact beside the ONNX export), converted at batch 1 with
 the torch NCHW signature kept. INT8 is pt2e static quantization with litert-torch's ``PT2EQuantizer`` (symmetric,
@@ -14,6 +16,8 @@ quantized, the output dequantized, so ``predict`` always takes and returns float
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +38,7 @@ from evaluators.runners.torch_cpu import find_torch_artifact, load_torch_model
 
 PRECISIONS = ("fp32", "int8")
 TFLITE_NAME = "model.tflite"
-INSTALL_HINT = "install cnnselect[litert]"
+INSTALL_HINT = "install cnnselect[litert] (`make litert` builds .venv-litert, whose cnnselect runs it)"
 
 
 def _missing(module: str) -> str | None:
@@ -100,14 +104,16 @@ class LiteRtRunner:
             require_calibration(self, calibration)
         model = load_torch_model(find_torch_artifact(fp32_onnx))
         example = (torch.zeros(1, *onnx_input_shape(fp32_onnx)),)
-        if self.precision == "int8" and calibration is not None:
-            model, quant_config = self._quantize(model, example, calibration)
-            edge_model = litert_torch.convert(model, example, quant_config=quant_config)
-        else:
-            edge_model = litert_torch.convert(model, example)
         work_dir.mkdir(parents=True, exist_ok=True)
         out = work_dir / TFLITE_NAME
-        edge_model.export(str(out))
+        # the converter prints its progress to stdout: to stderr, so `cnnselect ... --json` stays one JSON document
+        with contextlib.redirect_stdout(sys.stderr):
+            if self.precision == "int8" and calibration is not None:
+                model, quant_config = self._quantize(model, example, calibration)
+                edge_model = litert_torch.convert(model, example, quant_config=quant_config)
+            else:
+                edge_model = litert_torch.convert(model, example)
+            edge_model.export(str(out))
         return out
 
     def _quantize(self, model: Any, example: tuple[Any, ...], calibration: CalibrationData) -> tuple[Any, Any]:

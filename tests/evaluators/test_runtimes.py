@@ -236,10 +236,10 @@ def test_nncf_missing_leaves_openvino_fp32_available(monkeypatch: pytest.MonkeyP
 def test_litert_is_unavailable_without_its_extra(
     name: str, missing: str, exported, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Only this path can run here: litert-torch pins torch<2.15 and cannot be installed beside cnnselect's torch 2.14.
+    """The Airflow venv has no LiteRT (its converter pins typing-extensions below Airflow's): the runner says how.
 
-    Its absence is made certain with ``None`` in ``sys.modules`` (also where the extra is installed), converter and
-    runtime each in turn; the real conversion and interpreter path is left to a machine with ``cnnselect[litert]``.
+    Its absence is made certain with ``None`` in ``sys.modules``, converter and runtime each in turn; the real
+    conversion and interpreter path runs in ``.venv-litert`` (tests/evaluators/test_litert.py).
     """
     art, _, x_cal, _ = exported
     monkeypatch.setitem(sys.modules, missing, None)
