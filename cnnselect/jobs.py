@@ -210,7 +210,7 @@ def cold_start_shortlist(dataset: str, settings: Settings | None = None, teams: 
 
     reg = Registry(settings=settings or Settings())
     shortlist: list[str] = []
-    for path in sorted(teams_dir(teams).glob("*.yaml")):
+    for path in sorted(teams_dir(teams, reg.settings).glob("*.yaml")):
         try:
             team = parse_team(path)
         except RegistryError as exc:
