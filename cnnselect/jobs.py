@@ -148,7 +148,7 @@ def check_request(models: list[str], runners: list[str], weights: str, queued: l
     ``queued``: the runners the DAG has a queue for. Each unknown model is named once, with the closest names.
     """
     import catalog
-    from catalog._registry import UnknownNameError
+    from catalog._nametable import UnknownNameError
     from catalog.weights import SOURCES
     from evaluators.runners import RUNNER_NAMES
 
