@@ -64,3 +64,11 @@ def test_the_lower_layers_defaults_are_the_settings_defaults() -> None:
     assert (LoadLimits().timeout_s, LoadLimits().memory_mb) == (
         fields["load_timeout_s"].default, fields["load_memory_mb"].default,
     )  # fmt: skip
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    from tests.conftest import REPO
+
+    table = (REPO / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    missing = [f"CNNSELECT_{f.upper()}" for f in Settings.model_fields if f"`CNNSELECT_{f.upper()}`" not in table]
+    assert missing == []
