@@ -5,7 +5,7 @@ Importing ``catalog`` never imports torch or timm; the weights sources live in `
 
 from __future__ import annotations
 
-from catalog._registry import Registry, UnknownNameError
+from catalog._nametable import NameTable, UnknownNameError
 from catalog.entries import CatalogEntry, Deployment, Family, PublishedFigures
 from catalog.families import ENTRIES
 from catalog.profiles import PROFILES, Profile
@@ -24,7 +24,7 @@ __all__ = [
     "new_pretrained_tags",
 ]
 
-_ENTRIES: Registry[CatalogEntry] = Registry("catalog entry")
+_ENTRIES: NameTable[CatalogEntry] = NameTable("catalog entry")
 for _entry in ENTRIES:
     _ENTRIES.add(_entry.name, _entry)
 

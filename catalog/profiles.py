@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catalog._registry import Registry
+from catalog._nametable import NameTable
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Profile:
     description: str
 
 
-PROFILES: Registry[Profile] = Registry("profile")
+PROFILES: NameTable[Profile] = NameTable("profile")
 
 PROFILES.add(
     "demo",

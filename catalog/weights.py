@@ -143,10 +143,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class LoadLimits:
-    """Limits of the child process that parses a checkpoint from outside: wall time and address space."""
+    """Limits of the child process that parses a checkpoint from outside: wall time and address space.
 
-    timeout_s: float = float(os.environ.get("CNNSELECT_LOAD_TIMEOUT_S", "300"))
-    memory_mb: int = int(os.environ.get("CNNSELECT_LOAD_MEMORY_MB", "0"))  # 0: 4 GiB (torch's own) + 4x the file
+    cnnselect passes ``Settings.load_timeout_s`` and ``Settings.load_memory_mb`` (``CNNSELECT_LOAD_TIMEOUT_S``,
+    ``CNNSELECT_LOAD_MEMORY_MB``), whose defaults these are.
+    """
+
+    timeout_s: float = 300.0
+    memory_mb: int = 0  # 0: 4 GiB (torch's own) + 4x the file
 
     def address_space(self, file_bytes: int) -> int:
         if self.memory_mb > 0:

@@ -84,7 +84,16 @@ def label_map_for(weights: str, entry: CatalogEntry, classes: tuple[str, ...], s
     )
 
 
-def weights_source(weights: str, profile: Profile, train: ImageSplit | None, seed: int, progress: Progress) -> Any:
+def load_limits(settings: Settings) -> Any:
+    """``catalog.weights.LoadLimits`` from ``CNNSELECT_LOAD_TIMEOUT_S`` and ``CNNSELECT_LOAD_MEMORY_MB``."""
+    from catalog.weights import LoadLimits
+
+    return LoadLimits(timeout_s=settings.load_timeout_s, memory_mb=settings.load_memory_mb)
+
+
+def weights_source(
+    weights: str, profile: Profile, train: ImageSplit | None, settings: Settings, progress: Progress
+) -> Any:
     """The source named by ``weights``; the trained ones read the streamed ``train`` split."""
     from catalog.weights import (
         SOURCES,
@@ -94,6 +103,8 @@ def weights_source(weights: str, profile: Profile, train: ImageSplit | None, see
         TimmHubSource,
         transfer_recipe,
     )
+
+    seed = settings.seed
 
     def said(e: int, loss: float) -> None:
         progress(f"epoch {e} loss {loss:.3f}")
@@ -117,7 +128,7 @@ def weights_source(weights: str, profile: Profile, train: ImageSplit | None, see
     if weights == "scratch":
         return ScratchSource(seed)
     if weights.startswith("file:"):
-        return FileSource(weights[len("file:") :])
+        return FileSource(weights[len("file:") :], limits=load_limits(settings))
     raise ValueError(f"unknown weights source {weights!r}; valid: {', '.join(SOURCES)} (file as 'file:<path or uri>')")
 
 
@@ -150,15 +161,15 @@ class Inputs:
         self.pre = preprocess_for(entry, profile.image_size)
         self.source: Any = None
         if cache is not None and cache.exists():  # trained before (the DAG's pull task, or an earlier sweep)
-            self.source = FileSource(str(cache))
+            self.source = FileSource(str(cache), limits=load_limits(settings))
         elif weights.startswith("file:"):
-            self.source = weights_source(weights, profile, None, settings.seed, progress)
+            self.source = weights_source(weights, profile, None, settings, progress)
         self.labels = label_map_for(weights, entry, manifest.classes, self.source)
         self.heldout = open_split(manifest, "heldout", self.pre, self.labels, settings)
         trains = weights in TRAINED_SOURCES and self.source is None
         self.train = open_split(manifest, "train", self.pre, self.labels, settings) if trains else None
         if self.source is None:
-            self.source = weights_source(weights, profile, self.train, settings.seed, progress)
+            self.source = weights_source(weights, profile, self.train, settings, progress)
         self._settings = settings
 
     def calibration(self) -> ImageSplit | None:

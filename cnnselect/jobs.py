@@ -148,7 +148,7 @@ def check_request(models: list[str], runners: list[str], weights: str, queued: l
     ``queued``: the runners the DAG has a queue for. Each unknown model is named once, with the closest names.
     """
     import catalog
-    from catalog._registry import UnknownNameError
+    from catalog._nametable import UnknownNameError
     from catalog.weights import SOURCES
     from evaluators.runners import RUNNER_NAMES
 
@@ -210,7 +210,7 @@ def cold_start_shortlist(dataset: str, settings: Settings | None = None, teams: 
 
     reg = Registry(settings=settings or Settings())
     shortlist: list[str] = []
-    for path in sorted(teams_dir(teams).glob("*.yaml")):
+    for path in sorted(teams_dir(teams, reg.settings).glob("*.yaml")):
         try:
             team = parse_team(path)
         except RegistryError as exc:

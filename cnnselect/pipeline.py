@@ -219,7 +219,8 @@ def int8_max_drop(settings: Settings) -> float:
     """The top-1 an INT8 artifact may lose against FP32: the setting, or the strictest team's ``max_top1_drop``."""
     from registry.teams import scan_teams
 
-    drops = [t.constraints.max_top1_drop for t in scan_teams().teams if t.constraints.max_top1_drop is not None]
+    teams = scan_teams(settings.teams_dir).teams
+    drops = [t.constraints.max_top1_drop for t in teams if t.constraints.max_top1_drop is not None]
     return min([settings.int8_max_top1_drop, *drops])
 
 
@@ -470,7 +471,14 @@ class ModelJob:
         with self.peaks.stage(f"latency_{r}"):
             lat = _stage(
                 "latency",
-                partial(measure_batches, partial(runner.predict, session), runner.synchronize, x_lat, lat_settings),
+                partial(
+                    measure_batches,
+                    partial(runner.predict, session),
+                    runner.synchronize,
+                    x_lat,
+                    lat_settings,
+                    self.settings.latency_lock,
+                ),
             )
         mem = {"memory_rss_mb": max(0.0, _rss_mb() - rss0)}
         if isinstance(runner, PeakMemory):
@@ -553,7 +561,7 @@ class ModelJob:
 
     def gate_and_log(self, measured: dict[str, Evaluation]) -> None:
         """One results gate over the model's runners; a failure is recorded (with the GX result), nothing registered."""
-        from evaluators.gates import gate_evaluations
+        from evaluators.gates import ResultsGateConfig, gate_evaluations
         from registry.tracking import log_evaluation
 
         published = self.entry.published and self.entry.published.params_m
@@ -561,7 +569,11 @@ class ModelJob:
             if measured:
                 self.say(f"results gate ({', '.join(measured)})")
             gated: dict[str, Any] = gate_evaluations(
-                list(measured.values()), self.pulled.model, published, [self.work / r for r in measured]
+                list(measured.values()),
+                self.pulled.model,
+                published,
+                [self.work / r for r in measured],
+                ResultsGateConfig(max_latency_cov=self.settings.gate_max_latency_cov),
             )
         except Exception as exc:  # the gate itself broke: each runner fails at the gate, recorded
             gated = dict.fromkeys(measured, exc)

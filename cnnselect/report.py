@@ -329,20 +329,6 @@ def report_key(report: Report, dataset: str) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _reports_experiment(client: Any, settings: Any, dataset: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    name = reports_experiment_name(dataset)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = settings.artifact_location(dataset, "reports")
-    try:
-        return str(client.create_experiment(name, artifact_location=location, tags={names.TAG_DATASET: dataset}))
-    except MlflowException:  # created concurrently
-        return str(client.get_experiment_by_name(name).experiment_id)
-
-
 def log_to_mlflow(settings: Any, report: Report) -> dict[str, str]:
     """Log the pictures and the page to MLflow, and tag each team's verdicts on the evaluation runs.
 
@@ -352,13 +338,18 @@ def log_to_mlflow(settings: Any, report: Report) -> dict[str, str]:
     """
     import mlflow
 
-    from registry.tracking import _client
+    from registry.tracking import _client, get_or_create_experiment
 
     client = _client(settings)
     runs: dict[str, str] = {}
     for dataset in dict.fromkeys([*(v.dataset for v in report.views), *(t.constraints.dataset for t in report.teams)]):
         key = report_key(report, dataset)
-        exp_id = _reports_experiment(client, settings, dataset)
+        exp_id = get_or_create_experiment(
+            client,
+            reports_experiment_name(dataset),
+            settings.artifact_location(dataset, "reports"),
+            {names.TAG_DATASET: dataset},
+        )
         found = client.search_runs([exp_id], filter_string=f"tags.`{REPORT_KEY_TAG}` = '{key}'", max_results=1)
         if found:
             runs[dataset] = found[0].info.run_id

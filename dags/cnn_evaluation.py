@@ -32,13 +32,15 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 
+from registry.settings import Settings  # pydantic-settings only: light enough for parse time
+
 # MLflow's own stderr handler would show each of its INFO records as a red ERROR line in the task logs: let its
 # records reach Airflow's handlers at their own level (set before any task imports MLflow)
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 EVALUATIONS = Asset("cnnselect://evaluations")
-# Cron cadence; "none" = manual runs only. An environment constant read at parse time (no DB, no Variable).
-SCHEDULE = os.environ.get("CNNSELECT_EVALUATION_SCHEDULE", "0 3 * * *")
+SETTINGS = Settings()  # the environment, read once when the file is parsed (no DB, no Variable)
+SCHEDULE = SETTINGS.evaluation_schedule  # cron cadence; "none" = manual runs only
 PROFILES = ["demo", "smoke", "full"]
 # Where measurements run. RUNNERS: runner -> the Celery queue of the host kind it measures on; QUEUES: queue -> the
 # host pool it occupies (one slot per pool: nothing else heavy runs on a host while it measures).
@@ -66,7 +68,7 @@ RUNNERS = {
 # The queues this deployment runs workers for, read at parse time (an environment constant, like the schedule). One
 # measure task per deployed queue; a runner whose queue is not deployed is measured on `default` (one host: the
 # embedded default, where a GPU runner reports itself unavailable at once).
-DEPLOYED = [q.strip() for q in os.environ.get("CNNSELECT_QUEUES", "default").split(",") if q.strip()]
+DEPLOYED = SETTINGS.deployed_queues
 if "default" not in DEPLOYED or not set(DEPLOYED) <= set(QUEUES):
     raise ValueError(f"CNNSELECT_QUEUES={','.join(DEPLOYED)}: name 'default' and any of {', '.join(QUEUES)}")
 

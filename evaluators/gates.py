@@ -54,10 +54,9 @@ class DataGateConfig:
 
 @dataclass(frozen=True)
 class ResultsGateConfig:
-    # std/mean of the per-inference samples; enforced when the window medians did not agree (latency_stable = 0)
-    max_latency_cov: float = field(
-        default_factory=lambda: float(os.environ.get("CNNSELECT_GATE_MAX_LATENCY_COV", "0.5"))
-    )
+    # std/mean of the per-inference samples; enforced when the window medians did not agree (latency_stable = 0).
+    # cnnselect passes Settings.gate_max_latency_cov (CNNSELECT_GATE_MAX_LATENCY_COV), whose default this is
+    max_latency_cov: float = 0.5
     params_rel_tolerance: float = 0.05  # against the published figure, classifier head set aside
 
 
@@ -344,7 +343,11 @@ def check_results(
 
 
 def gate_evaluations(
-    evs: Sequence[Any], model: Any, published_params_m: float | None, out_dirs: Sequence[Path]
+    evs: Sequence[Any],
+    model: Any,
+    published_params_m: float | None,
+    out_dirs: Sequence[Path],
+    config: ResultsGateConfig | None = None,
 ) -> dict[str, Path | GateError]:
     """The results gate for one model's evaluations (one per runner), keyed by runner: the result file, or the error.
 
@@ -355,18 +358,20 @@ def gate_evaluations(
         return {}
     for ev in evs:
         ev.metrics.update(comparable_params(model, published_params_m))
-    together = check_results([_row(ev) for ev in evs])
+    together = check_results([_row(ev) for ev in evs], config)
     if together.success:
         return {ev.runner: _saved(together, out) for ev, out in zip(evs, out_dirs, strict=True)}
     out: dict[str, Path | GateError] = {}
     for ev, out_dir in zip(evs, out_dirs, strict=True):
-        alone = check_results([_row(ev)])
+        alone = check_results([_row(ev)], config)
         path = _saved(alone, out_dir)
         out[ev.runner] = path if alone.success else GateError(alone)
     return out
 
 
-def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_dir: Path) -> Path:
+def gate_evaluation(
+    ev: Any, model: Any, published_params_m: float | None, out_dir: Path, config: ResultsGateConfig | None = None
+) -> Path:
     """The results gate for one ``registry.tracking.Evaluation`` before it is logged and registered.
 
     Adds the head-free parameter counts to ``ev.metrics`` (so they are logged), validates, writes the GX result to
@@ -374,7 +379,7 @@ def gate_evaluation(ev: Any, model: Any, published_params_m: float | None, out_d
     :class:`GateError` (holding the result) when the gate fails, so nothing is registered for this item.
     """
     ev.metrics.update(comparable_params(model, published_params_m))
-    result = check_results([_row(ev)])
+    result = check_results([_row(ev)], config)
     path = _saved(result, out_dir)
     if not result.success:
         raise GateError(result)

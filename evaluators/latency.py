@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ import numpy as np
 from scipy.stats import binom
 
 PERCENTILES = (50, 90, 95, 99)
+# the machine-wide lock when no caller names one; cnnselect passes Settings.latency_lock (CNNSELECT_LATENCY_LOCK)
+DEFAULT_LOCK = Path("/tmp/cnnselect-latency.lock")
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,10 @@ class LatencyResult:
         return m
 
 
-def _lock_path() -> Path:
-    return Path(os.environ.get("CNNSELECT_LATENCY_LOCK", "/tmp/cnnselect-latency.lock"))
-
-
 @contextlib.contextmanager
 def exclusive(lock_path: Path | None = None) -> Iterator[None]:
     """Hold the machine-wide latency lock (blocking) so that two measurements never run at once."""
-    path = lock_path or _lock_path()
+    path = lock_path or DEFAULT_LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

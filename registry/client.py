@@ -44,7 +44,7 @@ class Registry:
     ) -> None:
         self.settings = settings or Settings()
         self.tracking_uri = tracking_uri or self.settings.resolved_tracking_uri
-        self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir
+        self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir or self.settings.teams_dir
         self.prefetch = prefetch  # after an answer computed in the store, load the index in the background
         self._client: Any = None
         self._index: CandidateIndex | None = None

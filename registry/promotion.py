@@ -207,16 +207,11 @@ def evidence(team: Team, best: Answer, champion: Candidate | None, reason: str) 
 
 def _record(registry: Registry, team: Team, best: Answer, previous: str | None, ev: dict[str, Any], sweep: str) -> str:
     """The move as a finished run in the promotions experiment, plus tags on the versions involved."""
+    from registry.tracking import get_or_create_experiment
+
     client = registry.client
-    exp = client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT)
-    if exp is None:
-        location = registry.settings.artifact_location("promotions")
-        try:
-            exp_id = client.create_experiment(names.PROMOTIONS_EXPERIMENT, artifact_location=location)
-        except Exception:  # created concurrently by another team's promotion
-            exp_id = client.get_experiment_by_name(names.PROMOTIONS_EXPERIMENT).experiment_id
-    else:
-        exp_id = exp.experiment_id
+    location = registry.settings.artifact_location("promotions")
+    exp_id = get_or_create_experiment(client, names.PROMOTIONS_EXPERIMENT, location)  # or another team's, just made
     new, model = best.candidate.version, best.candidate.model_name
     tags = {
         names.TAG_TEAM: team.name,

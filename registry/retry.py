@@ -1,9 +1,9 @@
 """Bounded retries around tracking-store calls, with typed errors that say what to do; and what makes them safe.
 
 A server that is down (connection refused, 5xx) or a SQLite store locked by other writers is retried with
-exponential backoff and jitter for at most ``CNNSELECT_TRACKING_RETRY_SECONDS`` (120 by default); anything else is
-raised at once. When the budget is spent: :class:`TrackingUnavailableError` or :class:`TrackingStoreBusyError`
-(which points to PostgreSQL). URIs in messages and logs are redacted.
+exponential backoff and jitter for at most ``CNNSELECT_TRACKING_RETRY_SECONDS`` (``Settings.tracking_retry_seconds``,
+120 by default); anything else is raised at once. When the budget is spent: :class:`TrackingUnavailableError` or
+:class:`TrackingStoreBusyError` (which points to PostgreSQL). URIs in messages and logs are redacted.
 
 A retried write must not leave the first attempt's half behind, in this process (:class:`Attempts`) or after the
 process was killed (:func:`settle_key`): half-written runs are deleted with their versions and logged models, never
@@ -13,7 +13,6 @@ just marked. ``client`` below is an ``mlflow.MlflowClient``.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -85,7 +84,7 @@ def _transient(exc: BaseException) -> str | None:
 class RetryPolicy:
     """Bounded retries: exponential backoff with jitter, at most ``budget_s`` seconds in all."""
 
-    budget_s: float = field(default_factory=lambda: float(os.environ.get("CNNSELECT_TRACKING_RETRY_SECONDS", "120")))
+    budget_s: float  # Settings.tracking_retry_seconds unless a caller says otherwise
     first_s: float = 0.5
     max_s: float = 8.0
 
@@ -97,7 +96,7 @@ def with_retries(
     policy: RetryPolicy | None = None,
 ) -> Any:
     """Call ``fn`` until it succeeds, a non-transient error occurs, or the budget is spent (then a typed error)."""
-    policy = policy or RetryPolicy()
+    policy = policy or RetryPolicy(settings.tracking_retry_seconds)
     deadline = time.monotonic() + policy.budget_s
     delay, attempt = policy.first_s, 0
     while True:

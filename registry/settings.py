@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,30 @@ class Settings(BaseSettings):
     # CNNSELECT_INT8_MAX_TOP1_DROP: top-1 (a fraction) an INT8 artifact may lose against FP32 on the calibration split
     # before the runner's accuracy-controlled recipe is tried; a team's stricter max_top1_drop tightens it
     int8_max_top1_drop: float = 0.01
+    # CNNSELECT_TEAMS_DIR: the folder of team YAML files; unset or empty = the packaged ones (cnnselect/teams/)
+    teams_dir: Path | None = None
+    # CNNSELECT_TRACKING_RETRY_SECONDS: how long a write or read retries while the store is busy or unreachable
+    tracking_retry_seconds: float = 120.0
+    # CNNSELECT_GATE_MAX_LATENCY_COV: the results gate's bound on the latency CoV when the windows did not agree
+    gate_max_latency_cov: float = 0.5
+    latency_lock: Path = Path("/tmp/cnnselect-latency.lock")  # CNNSELECT_LATENCY_LOCK: no two measurements overlap
+    # CNNSELECT_LOAD_TIMEOUT_S / CNNSELECT_LOAD_MEMORY_MB: the child that parses an outside checkpoint (0 MB: 4 GiB,
+    # torch's own, plus 4x the file)
+    load_timeout_s: float = 300.0
+    load_memory_mb: int = 0
+    # CNNSELECT_EVALUATION_SCHEDULE: cron of cnn_evaluation, read when the DAG file is parsed; "none" = manual only
+    evaluation_schedule: str = "0 3 * * *"
+    queues: str = "default"  # CNNSELECT_QUEUES: comma-separated Celery queues this deployment runs workers for
+
+    @field_validator("teams_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @property
+    def deployed_queues(self) -> list[str]:
+        """``queues`` as a list, blanks dropped."""
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -10,7 +10,6 @@ A file holds the team's name, a description, its constraints and its promotion p
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from registry.constraints import Constraints, StrictModel
 from registry.errors import InvalidTeamError, UnknownTeamError
 from registry.names import validate_team_name
+from registry.settings import Settings
 
 DEFAULT_TEAMS_DIR = Path(__file__).resolve().parents[1] / "cnnselect" / "teams"
 
@@ -46,8 +46,9 @@ class Team(StrictModel):
         return validate_team_name(v)
 
 
-def teams_dir(path: str | Path | None = None) -> Path:
-    return Path(path or os.environ.get("CNNSELECT_TEAMS_DIR") or DEFAULT_TEAMS_DIR)
+def teams_dir(path: str | Path | None = None, settings: Settings | None = None) -> Path:
+    """``path``, else ``CNNSELECT_TEAMS_DIR`` (``Settings.teams_dir``), else the packaged teams."""
+    return Path(path or (settings or Settings()).teams_dir or DEFAULT_TEAMS_DIR)
 
 
 def parse_team(path: Path) -> Team:

@@ -115,23 +115,35 @@ def filter_literal(kind: str, value: str) -> str:
     return value
 
 
-def ensure_experiment(settings: Settings, dataset: str) -> str:
-    """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
+def get_or_create_experiment(
+    client: Any, name: str, artifact_location: str | None, tags: dict[str, str] | None = None
+) -> str:
+    """The id of experiment ``name``, created with ``artifact_location`` and ``tags`` when it does not exist yet.
+
+    Two processes may create it at once: the one whose create fails reads the id the other one created.
+    """
     from mlflow.exceptions import MlflowException
 
-    client = _client(settings)
-    name = names.experiment_name(dataset)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    location = settings.artifact_location(dataset)
     try:
-        return str(client.create_experiment(name, artifact_location=location, tags={names.TAG_DATASET: dataset}))
-    except MlflowException:  # created concurrently by another task
+        return str(client.create_experiment(name, artifact_location=artifact_location, tags=tags))
+    except MlflowException:  # created concurrently by another task: it exists now, or the create failed for real
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def ensure_experiment(settings: Settings, dataset: str) -> str:
+    """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
+    return get_or_create_experiment(
+        _client(settings),
+        names.experiment_name(dataset),
+        settings.artifact_location(dataset),
+        {names.TAG_DATASET: dataset},
+    )
 
 
 def find_finished_many(

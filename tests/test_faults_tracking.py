@@ -192,6 +192,7 @@ def test_locked_sqlite_past_the_budget_points_to_postgresql(tmp_path: Path, monk
     ensure_experiment(settings, "locked")
     log_failure(settings, "locked", "m0", "cpu", "test", "before the lock", "k0", "lock-1")
     monkeypatch.setenv("CNNSELECT_TRACKING_RETRY_SECONDS", "1")
+    settings = Settings(tracking_uri=f"sqlite:///{db}")  # the settings are read when constructed
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another writer holding the store
     try:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog._registry import Registry
+from catalog._nametable import NameTable
 from evaluators.runners.base import (
     CPU_HOST,
     GPU_HOST,
@@ -154,7 +154,7 @@ _SPECS = (
     RunnerSpec("litert-fp32", CPU_HOST, "fp32", "litert", _litert("fp32")),
     RunnerSpec("litert-int8", CPU_HOST, "int8", "litert", _litert("int8")),
 )
-_FACTORIES: Registry[RunnerSpec] = Registry("runner", listing="`cnnselect runners` lists them")
+_FACTORIES: NameTable[RunnerSpec] = NameTable("runner", listing="`cnnselect runners` lists them")
 for _spec in _SPECS:
     _FACTORIES.add(_spec.name, _spec)
 RUNNER_NAMES: tuple[str, ...] = tuple(_FACTORIES.names())

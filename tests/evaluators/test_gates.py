@@ -22,6 +22,7 @@ from evaluators.gates import (
     gate_evaluation,
     gate_evaluations,
 )
+from registry.settings import Settings
 from tests.evaluators.test_data import _user_folder
 
 
@@ -174,7 +175,7 @@ def test_results_gate_missing_metric_or_no_rows_fails() -> None:
     assert not check_results([]).success
     assert not check_results([_ev()], ResultsGateConfig(max_latency_cov=0.05)).success
     assert check_results([_ev(latency_cov=3.0, latency_stable=1.0)], ResultsGateConfig(0.5)).success  # windows agree
-    assert ResultsGateConfig().max_latency_cov == float(os.environ["CNNSELECT_GATE_MAX_LATENCY_COV"])
+    assert Settings().gate_max_latency_cov == float(os.environ["CNNSELECT_GATE_MAX_LATENCY_COV"])  # the pipeline's
 
 
 def test_params_compare_without_the_head() -> None:

@@ -1,4 +1,7 @@
-"""A tiny generic name registry with "did you mean" errors (after lm-eval's ``Registry``)."""
+"""A tiny generic name table with "did you mean" errors (after lm-eval's ``Registry``).
+
+Named ``NameTable``, not ``Registry``: ``registry.Registry`` is the MLflow model registry's facade.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
-class Registry(Generic[T]):
+class NameTable(Generic[T]):
     """Name -> item, filled once, queried with exact names or shell-style wildcards."""
 
     def __init__(self, kind: str, listing: str = "") -> None:
