@@ -1,12 +1,13 @@
 """Benchmark 3, INT8 vs FP32 on each INT8 runtime (one thread): speed-up at 224x224 and top-1 drop.
 
-The INT8 runtimes: onnxruntime static QDQ (``edge``), OpenVINO with NNCF (``openvino-int8``) and ExecuTorch + XNNPACK
-pt2e (``executorch-xnnpack-int8``), each at one thread against onnxruntime FP32 at one thread. No hub weights are
-reachable, so accuracy comes from models fine-tuned on the bundled digits at ``--train-size`` (seeded, from scratch);
-FP32 and INT8 top-1 are measured there on the held-out split. Where the plain recipe loses more than the default
-allowed drop (1 pt), the runner's accuracy-controlled recipe is measured too (what the pipeline would try next). The
-speed-up is timed at 224x224 with the same weights (the nets are fully convolutional up to a global pool), the INT8
-graph calibrated on the calibration split resized to 224.
+The INT8 runtimes: onnxruntime static QDQ (``edge``), OpenVINO with NNCF (``openvino-int8``), ExecuTorch + XNNPACK
+pt2e (``executorch-xnnpack-int8``) and LiteRT pt2e (``litert-int8``, run from ``.venv-litert``), each at one thread
+against onnxruntime FP32 at one thread. No hub weights are reachable, so accuracy comes from models fine-tuned on the
+bundled digits at ``--train-size`` (seeded, from scratch); FP32 and INT8 top-1 are measured there on the held-out
+split. Where the plain recipe loses more than the default allowed drop (1 pt), the runner's accuracy-controlled
+recipe is measured too (what the pipeline would try next). The speed-up is timed at 224x224 with the same weights
+(the nets are fully convolutional up to a global pool), the INT8 graph calibrated on the calibration split resized
+to 224.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from evaluators.runners.base import ArrayCalibration, Int8Recipes, Runner
 from evaluators.runners.cpu import OnnxCpuRunner
 from evaluators.runners.edge import OnnxEdgeInt8Runner
 from evaluators.runners.executorch import ExecuTorchXnnpackRunner
+from evaluators.runners.litert import LiteRtRunner
 from evaluators.runners.openvino import OpenVinoRunner
 from evaluators.runners.torch_cpu import save_torch_artifact
 from registry.settings import Settings
@@ -42,6 +44,7 @@ def int8_runners() -> dict[str, Runner]:
         "ORT INT8": OnnxEdgeInt8Runner(),
         "OpenVINO INT8": OpenVinoRunner(precision="int8", threads=1),
         "ExecuTorch XNNPACK INT8": ExecuTorchXnnpackRunner(precision="int8", threads=1),
+        "LiteRT INT8": LiteRtRunner(precision="int8", threads=1),  # from .venv-litert (make litert)
     }
 
 
@@ -87,6 +90,10 @@ def main() -> None:
 
             base = p50(fp32_runner, fp32_big)
             for label, runner in int8_runners().items():
+                avail = runner.availability()
+                if not avail.available:
+                    rows.append({"model": name, "runtime": label, "verdict": avail.reason})
+                    continue
                 drop = top_fp32 - top1(runner, runner.prepare(fp32, work / label, cal), x_held, y_held)
                 controlled = ""
                 if drop > MAX_DROP and isinstance(runner, Int8Recipes) and len(runner.recipes) > 1:
@@ -112,7 +119,7 @@ def main() -> None:
                 )
                 print(rows[-1], flush=True)
         n_held = manifest.split("heldout").count
-    best = {m: max(r["speed-up"] for r in rows if r["model"] == m) for m in models}
+    best = {m: max(r["speed-up"] for r in rows if r["model"] == m and "speed-up" in r) for m in models}
     met = [
         f"{m}: best {best[m]:.2f}× ({'≥ 2.5×' if m in RESNETS else '≥ 1.5×'} "
         f"{'met' if best[m] >= (2.5 if m in RESNETS else 1.5) else 'NOT met'})"
@@ -121,7 +128,8 @@ def main() -> None:
     body = (
         "One intra-op thread on every runtime; FP32 baseline onnxruntime at one thread. INT8 recipes as each runner "
         "prepares them (ORT: static QDQ, u8 activations, s8 per-channel weights, MinMax; OpenVINO: NNCF PTQ; "
-        "ExecuTorch: XNNPACKQuantizer symmetric per-channel), every one keeping the classifier float and calibrated "
+        "ExecuTorch: XNNPACKQuantizer symmetric per-channel; LiteRT: PT2EQuantizer symmetric per-channel), every "
+        "one keeping the classifier float and calibrated "
         "on the digits' calibration split. Protocol: each model fine-tuned from scratch on the bundled digits (train "
         f"split, {epochs} epochs, seed 0) at {train_size}x{train_size}; top-1 of FP32 and INT8 on the {n_held} "
         f"held-out images at that size (one image = {100 / n_held:.2f} pt); latency p50 at batch 1 and "
