@@ -133,8 +133,7 @@ def pull_weights(
     Idempotent: a cache hit returns at once. Sources that do not train (hub, file, scratch) are left to the measuring
     task. Raises for an unknown model or unusable data, so the pull task's state says so.
     """
-    from catalog.weights import weights_digest
-    from cnnselect.inputs import Inputs, save_weights
+    from cnnselect.inputs import Inputs
 
     settings = settings or Settings()
     say = progress or (lambda msg: log.info("%s: %s", variant, msg))
@@ -143,15 +142,13 @@ def pull_weights(
     entry = get_entry(variant)
     if cache is None or cache.exists():
         return {"variant": variant, "weights": weights, "cached": str(cache) if cache else None, "trained": False}
-    inputs = Inputs(entry, manifest, profile, weights, settings, say)
-    pulled = inputs.source.pull(entry, inputs.labels.num_outputs)
-    save_weights(pulled.model, cache)
+    pulled = Inputs(entry, manifest, profile, weights, settings, say, cache).pull()
     return {
         "variant": variant,
         "weights": weights,
         "cached": str(cache),
         "trained": True,
-        "weights_digest": weights_digest(pulled.model),
+        "weights_digest": pulled.weights_digest,
     }
 
 
@@ -327,7 +324,7 @@ class ModelJob:
 
     def prepare(self) -> None:
         """Weights, export, size and the FP32 reference over the held-out split: once for every runner."""
-        from cnnselect.inputs import Inputs, save_weights
+        from cnnselect.inputs import Inputs
         from evaluators.accuracy import accuracy, predict_stream
         from evaluators.export import check_parity, export_onnx
         from evaluators.images import batch_size_for
@@ -345,9 +342,7 @@ class ModelJob:
         self.say(f"pull ({self.weights})")
         t0 = time.perf_counter()
         with self.peaks.stage("pull"):
-            pulled = self.pulled = _stage("pull", lambda: inputs.source.pull(entry, inputs.labels.num_outputs))
-        if cache is not None and not cache.exists():
-            save_weights(pulled.model, cache)
+            pulled = self.pulled = _stage("pull", inputs.pull)
         self.pull_s = time.perf_counter() - t0
         self.say(f"export ONNX at {inputs.pre.input_size} px")
         t0 = time.perf_counter()
