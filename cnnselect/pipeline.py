@@ -412,6 +412,7 @@ class ModelJob:
         from evaluators.accuracy import accuracy, predict_stream, write_accuracy_artifacts, write_predictions
         from evaluators.latency import LatencySettings, measure_batches
         from evaluators.runners import PeakMemory, artifact_files, fingerprint_id, get_runner, runner_host_id
+        from evaluators.size import deployed_size_mb
 
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
         runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
@@ -486,7 +487,7 @@ class ModelJob:
             **lat,
             **self.size.to_metrics(),
             **self.parity.to_metrics(),
-            "size_mb": sum(p.stat().st_size for p in deploy_files) / 1e6,
+            "size_mb": deployed_size_mb(deploy_files),  # the runner's own files; the FP32 export is fp32_size_mb
             **mem,
             **self.peaks.to_metrics(),
             "top1_fp32": self.fp32_acc.top1,
