@@ -104,6 +104,17 @@ def runner_fingerprint_id(runner: str, image_size: int | str) -> str:
         return "unavailable"
 
 
+def preparation_key(variant: str, profile: Profile, weights: str, dataset_digest: str, seed: int) -> str:
+    """What makes a prepared model (export, FP32 reference) the same one, whichever runner measures it.
+
+    The model, its weights recipe, the data, and the versions of what exports and runs it
+    (:func:`cnnselect.prepared.software_id`); no runner and no hardware: every worker of the deployment shares it.
+    """
+    from cnnselect.prepared import software_id
+
+    return idempotency_key(variant, "prepared", profile, weights, dataset_digest, seed, software_id())
+
+
 def weights_cache_path(
     settings: Settings, variant: str, profile: Profile, weights: str, dataset_digest: str
 ) -> Path | None:
@@ -285,9 +296,10 @@ class ModelJob:
         todo = [r for r in todo if self._available(r)]  # before any weights are pulled or exported
         if not todo:
             return [self.outcomes[r] for r in self.runners]
+        from cnnselect.prepared import StageCounts
         from evaluators.memory import StagePeaks
 
-        self.peaks = StagePeaks()
+        self.peaks, self.stages = StagePeaks(), StageCounts()
         try:
             self.prepare()
         except Exception as exc:
@@ -323,14 +335,16 @@ class ModelJob:
         return True
 
     def prepare(self) -> None:
-        """Weights, export, size and the FP32 reference over the held-out split: once for every runner."""
+        """Weights, export, size and the FP32 reference over the held-out split: once per model, for every runner.
+
+        Found in the prepared-model cache (:mod:`cnnselect.prepared`) when another job of this model prepared it
+        already (another queue's task, an earlier sweep); otherwise prepared here and kept there.
+        """
+        from cnnselect import prepared
         from cnnselect.inputs import Inputs
-        from evaluators.accuracy import accuracy, predict_stream
-        from evaluators.export import check_parity, export_onnx
+        from evaluators.accuracy import accuracy
         from evaluators.images import batch_size_for
-        from evaluators.runners import TORCH_RUNNERS, get_runner
-        from evaluators.runners.torch_cpu import save_torch_artifact
-        from evaluators.size import measure_size
+        from evaluators.runners import get_runner
 
         entry = self.entry = _stage("resolve", lambda: get_entry(self.variant))
         cache = weights_cache_path(self.settings, self.variant, self.profile, self.weights, self.ds.digest)
@@ -339,38 +353,89 @@ class ModelJob:
                 "data", lambda: Inputs(entry, self.manifest, self.profile, self.weights, self.settings, self.say, cache)
             )
         self.bs = batch_size_for(inputs.pre.input_size)
-        self.say(f"pull ({self.weights})")
-        t0 = time.perf_counter()
-        with self.peaks.stage("pull"):
-            pulled = self.pulled = _stage("pull", inputs.pull)
-        self.pull_s = time.perf_counter() - t0
-        self.say(f"export ONNX at {inputs.pre.input_size} px")
-        t0 = time.perf_counter()
-        example = inputs.heldout.first(self.bs)
-        with self.peaks.stage("export"):
-            fp32 = self.fp32 = _stage("export", lambda: export_onnx(pulled.model, example, self.work / "fp32"))
-            if any(r in TORCH_RUNNERS for r in self.runners):  # the torch runners deploy the weights, not the graph
+        self.example = inputs.heldout.first(self.bs)
+        self.reference = get_runner("cpu")
+        self.ref_session = None
+        key = preparation_key(self.variant, self.profile, self.weights, self.ds.digest, self.settings.seed)
+        folder = prepared.prepared_dir(self.settings.cache_dir, self.variant, key)
+        with prepared.lock(folder):
+            found = prepared.load(folder, key, len(inputs.heldout))
+            if found is not None:
+                self.say(f"prepared before ({key[:12]}): export, size and FP32 reference reused")
+            self.ready = found or self._prepare_anew(folder, key)
+        self.reused = found is not None
+        self.fp32, self.size, self.parity = self.ready.fp32, self.ready.size, self.ready.parity
+        if self.reused:
+            self.ref_logits = self.ready.reference_logits()
+        self.calib_fp32 = self.ready.calibration_top1()
+        self.fp32_acc = accuracy(self.ref_logits, inputs.heldout.labels)
+
+    def _prepare_anew(self, folder: Path, key: str) -> Any:
+        """Pull, export (ONNX and the torch artifact), count, run the FP32 reference: into a temporary folder, kept."""
+        import numpy as np
+
+        from cnnselect import prepared
+        from evaluators.accuracy import predict_stream
+        from evaluators.export import check_parity, export_onnx
+        from evaluators.gates import comparable_params
+        from evaluators.runners.torch_cpu import save_torch_artifact
+        from evaluators.size import measure_size
+
+        entry, inputs, example, reference = self.entry, self.inputs, self.example, self.reference
+        tmp = prepared.temp_dir(folder)
+        try:
+            self.say(f"pull ({self.weights})")
+            t0 = time.perf_counter()
+            with self.peaks.stage("pull"):
+                pulled = _stage("pull", inputs.pull)
+            self.stages.ran("pull")
+            pull_s = time.perf_counter() - t0
+            self.say(f"export ONNX at {inputs.pre.input_size} px")
+            t0 = time.perf_counter()
+            with self.peaks.stage("export"):
+                fp32 = _stage("export", lambda: export_onnx(pulled.model, example, tmp / prepared.FP32))
+                # the torch runners deploy the weights, not the graph: kept for whichever job measures them
                 _stage(
                     "export",
                     lambda: save_torch_artifact(pulled.model, entry.name, inputs.labels.num_outputs, fp32.path.parent),
                 )
-        self.export_s = time.perf_counter() - t0
-        with self.peaks.stage("size"):
-            self.size = _stage(
-                "size", lambda: measure_size(pulled.model, inputs.pre.input_size, entry.input_size, fp32.bytes)
+            self.stages.ran("export")
+            export_s = time.perf_counter() - t0
+            with self.peaks.stage("size"):
+                size = _stage(
+                    "size", lambda: measure_size(pulled.model, inputs.pre.input_size, entry.input_size, fp32.bytes)
+                )
+            self.stages.ran("size")
+            self.say(f"FP32 reference on {len(inputs.heldout)} held-out images")
+            with self.peaks.stage("reference"):
+                self.ref_session = _stage("parity", lambda: reference.load(fp32.path))
+                self.ref_logits = _stage(
+                    "parity",
+                    lambda: predict_stream(
+                        partial(reference.predict, self.ref_session), inputs.heldout.batches(self.bs)
+                    ),
+                )
+                n = min(len(example), 32)
+                parity = check_parity(pulled.model, self.ref_logits[:n], example[:n])
+            self.stages.ran("reference")
+            np.save(tmp / prepared.LOGITS, np.ascontiguousarray(self.ref_logits))
+            published = self.entry.published and self.entry.published.params_m
+            ready = prepared.Prepared(
+                key=key,
+                folder=tmp,
+                size=size,
+                parity=parity,
+                weights_digest=pulled.weights_digest,
+                train_details=pulled.details,
+                backbone_params=comparable_params(pulled.model, published or None),
+                heldout=len(inputs.heldout),
+                pull_seconds=pull_s,
+                export_seconds=export_s,
+                stages=dict(self.stages.counts),
             )
-        reference = self.reference = get_runner("cpu")
-        self.say(f"FP32 reference on {len(inputs.heldout)} held-out images")
-        with self.peaks.stage("reference"):
-            self.ref_session = _stage("parity", lambda: reference.load(fp32.path))
-            self.ref_logits = _stage(
-                "parity",
-                lambda: predict_stream(partial(reference.predict, self.ref_session), inputs.heldout.batches(self.bs)),
-            )
-            n = min(len(example), 32)
-            self.parity = check_parity(pulled.model, self.ref_logits[:n], example[:n])
-        self.example = example
-        self.fp32_acc = accuracy(self.ref_logits, inputs.heldout.labels)
+            return _stage("export", lambda: prepared.commit(ready, folder))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed
 
     def _int8_within_drop(self, runner: Any, artifact: Path, calibration: Any) -> tuple[Any, Path, list[dict]]:
         """The runner's INT8 recipes in order until one keeps calibration top-1 within the allowed drop.
@@ -389,7 +454,10 @@ class ModelJob:
         max_drop = int8_max_drop(self.settings)
         if self.calib_fp32 is None:
             self.calib_fp32 = top1(self.reference, self.fp32.path)
+            self.stages.ran("calibration_fp32")
+            self.ready.save_calibration_top1(self.calib_fp32)
         tried = [(runner, artifact, top1(runner, artifact))]
+        self.stages.ran(f"calibration_{runner.name}")
         recipes = runner.recipes if isinstance(runner, Int8Recipes) else (getattr(runner, "recipe", "ptq"),)
         for recipe in recipes[1:]:
             if self.calib_fp32 - tried[-1][2] <= max_drop:
@@ -398,6 +466,8 @@ class ModelJob:
             alt = runner.with_recipe(recipe, max_drop)
             art = alt.prepare(self.fp32.path, self.work / runner.name / recipe, calibration)
             tried.append((alt, art, top1(alt, art)))
+            self.stages.ran(f"prepare_{runner.name}_{recipe}")
+            self.stages.ran(f"calibration_{runner.name}_{recipe}")
         within = [i for i, t in enumerate(tried) if self.calib_fp32 - t[2] <= max_drop]
         pick = within[0] if within else max(range(len(tried)), key=lambda i: tried[i][2])
         attempts = [
@@ -420,6 +490,7 @@ class ModelJob:
         calibration = inputs.calibration()
         with self.peaks.stage(f"prepare_{r}"):
             artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
+            self.stages.ran(f"prepare_{r}")
             attempts: list[dict[str, Any]] = []
             if runner.precision == "int8" and calibration is not None and len(calibration):
                 runner, artifact, attempts = _stage(
@@ -428,15 +499,17 @@ class ModelJob:
         if isinstance(runner, PeakMemory):
             runner.reset_peak_memory()
         with self.peaks.stage(f"accuracy_{r}"):
-            if r == self.reference.name and artifact == self.fp32.path and self.ref_session is not None:
-                rss0, session, logits = _rss_mb(), self.ref_session, self.ref_logits  # ran this artifact already
+            rss0 = _rss_mb()
+            if r == self.reference.name and artifact == self.fp32.path:  # the reference ran this artifact already
+                session = self.ref_session or _stage("load", lambda: runner.load(artifact))  # for its latency
+                logits = self.ref_logits
             else:
-                rss0 = _rss_mb()
                 session = _stage("load", lambda: runner.load(artifact))
                 self.say(f"{r}: accuracy on {len(held)} held-out images")
                 logits = _stage(
                     "accuracy", lambda: predict_stream(partial(runner.predict, session), held.batches(self.bs))
                 )
+                self.stages.ran(f"accuracy_{r}")
         acc = accuracy(logits, held.labels)
         out = self.work / r
         head_index = inputs.labels.indices if inputs.labels.keeps_pretrained_head else None
@@ -476,6 +549,7 @@ class ModelJob:
                     self.settings.latency_lock,
                 ),
             )
+        self.stages.ran(f"latency_{r}")
         mem = {"memory_rss_mb": max(0.0, _rss_mb() - rss0)}
         if isinstance(runner, PeakMemory):
             mem["memory_gpu_peak_mb"] = runner.peak_memory_mb()
@@ -487,13 +561,14 @@ class ModelJob:
             **lat,
             **self.size.to_metrics(),
             **self.parity.to_metrics(),
+            **self.ready.backbone_params,
             "size_mb": deployed_size_mb(deploy_files),  # the runner's own files; the FP32 export is fp32_size_mb
             **mem,
             **self.peaks.to_metrics(),
             "top1_fp32": self.fp32_acc.top1,
             "top1_drop_vs_fp32": self.fp32_acc.top1 - acc.top1,
-            "pull_seconds": self.pull_s,
-            "export_seconds": self.export_s,
+            "pull_seconds": self.ready.pull_seconds,  # where the model was prepared, once for all its runners
+            "export_seconds": self.ready.export_seconds,
         }
         if attempts:
             metrics["int8_attempts"] = len(attempts)
@@ -513,7 +588,8 @@ class ModelJob:
             "head_outputs": inputs.labels.num_outputs,
             "label_map": inputs.labels.kind,
             **{f"preprocess_{k}": v for k, v in inputs.pre.to_dict().items()},
-            **{f"train_{k}": v for k, v in self.pulled.details.items()},
+            **{f"train_{k}": v for k, v in self.ready.train_details.items()},
+            "prepared": "reused" if self.reused else "prepared here",
         }
         if attempts:
             params["int8_recipe"] = next(a["recipe"] for a in attempts if a["chosen"])
@@ -535,7 +611,7 @@ class ModelJob:
             sweep=self.sweep,
             fingerprint=fp,
             fingerprint_id=fingerprint_id(fp),
-            weights_digest=self.pulled.weights_digest,
+            weights_digest=self.ready.weights_digest,
             weights_source=self.weights,
             artifact=artifact if artifact.suffix == ".onnx" else self.fp32.path,  # torch runners: the same weights
             input_example=self.example[:1],
@@ -560,14 +636,16 @@ class ModelJob:
         from evaluators.gates import ResultsGateConfig, gate_evaluations
         from registry.tracking import log_evaluation
 
-        published = self.entry.published and self.entry.published.params_m
+        stages = self.work / "stages.json"  # what this job ran, on each of its runs (summed over a model's jobs)
+        stages.parent.mkdir(parents=True, exist_ok=True)
+        stages.write_text(json.dumps(self.stages.to_json(self.variant, self.ready.key, self.reused), indent=1))
         try:
             if measured:
                 self.say(f"results gate ({', '.join(measured)})")
-            gated: dict[str, Any] = gate_evaluations(
+            gated: dict[str, Any] = gate_evaluations(  # the head-free parameter counts are on the metrics already
                 list(measured.values()),
-                self.pulled.model,
-                published,
+                None,
+                None,
                 [self.work / r for r in measured],
                 ResultsGateConfig(max_latency_cov=self.settings.gate_max_latency_cov),
             )
@@ -579,6 +657,7 @@ class ModelJob:
                 if isinstance(gate, Exception):
                     raise StageError("gate", gate)
                 ev.artifacts["gates"] = gate
+                ev.artifacts["stages"] = stages
                 self.say(f"{r}: log to MLflow")
                 logged = _stage("log", lambda: log_evaluation(self.settings, ev))  # noqa: B023
                 self.outcomes[r] = Outcome(
