@@ -143,7 +143,7 @@ class Prepared:
 
 
 def _plain(obj: Any) -> Any:
-    """numpy scalars (a parity check's ``np.bool_``, a count's ``np.int64``) as the Python values they hold."""
+    """The numpy scalars (a parity check's ``np.bool_``, a count's ``np.int64``) as the Python values they hold."""
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
