@@ -94,7 +94,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", create], check=True, capture_output=True)  # the store exists already
 
         from bench.sweep_overhead import time_pure_stages
-        from cnnselect.prepared import summed_stages
+        from cnnselect.stages import summed_stages
 
         spent: dict[str, float] = defaultdict(float)
         time_pure_stages(RUNNERS, spent, ["dag"])

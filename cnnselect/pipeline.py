@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog import Profile, get_entry
+from cnnselect.stages import StageCounts, StageError, run_stage
 from evaluators.data import DatasetManifest, load_manifest
 from registry import names
 from registry.settings import Settings
@@ -177,19 +177,6 @@ def _folder(files: list[Path], out: Path) -> Path:
     return folder
 
 
-class StageError(RuntimeError):
-    def __init__(self, stage: str, exc: BaseException) -> None:
-        super().__init__(f"{stage}: {type(exc).__name__}: {exc}")
-        self.stage, self.cause = stage, exc
-
-
-def _stage(stage: str, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except Exception as exc:
-        raise StageError(stage, exc) from exc
-
-
 def _rss_mb() -> float:
     import psutil
 
@@ -296,7 +283,6 @@ class ModelJob:
         todo = [r for r in todo if self._available(r)]  # before any weights are pulled or exported
         if not todo:
             return [self.outcomes[r] for r in self.runners]
-        from cnnselect.prepared import StageCounts
         from evaluators.memory import StagePeaks
 
         self.peaks, self.stages = StagePeaks(), StageCounts()
@@ -346,10 +332,10 @@ class ModelJob:
         from evaluators.images import batch_size_for
         from evaluators.runners import get_runner
 
-        entry = self.entry = _stage("resolve", lambda: get_entry(self.variant))
+        entry = self.entry = run_stage("resolve", lambda: get_entry(self.variant))
         cache = weights_cache_path(self.settings, self.variant, self.profile, self.weights, self.ds.digest)
         with self.peaks.stage("data"):
-            inputs = self.inputs = _stage(
+            inputs = self.inputs = run_stage(
                 "data", lambda: Inputs(entry, self.manifest, self.profile, self.weights, self.settings, self.say, cache)
             )
         self.bs = batch_size_for(inputs.pre.input_size)
@@ -358,84 +344,19 @@ class ModelJob:
         self.ref_session = None
         key = preparation_key(self.variant, self.profile, self.weights, self.ds.digest, self.settings.seed)
         folder = prepared.prepared_dir(self.settings.cache_dir, self.variant, key)
-        with prepared.lock(folder):
+        with prepared.lock(folder):  # another worker preparing this model: wait, then reuse what it kept
             found = prepared.load(folder, key, len(inputs.heldout))
+            self.reused = found is not None
             if found is not None:
                 self.say(f"prepared before ({key[:12]}): export, size and FP32 reference reused")
-            self.ready = found or self._prepare_anew(folder, key)
-        self.reused = found is not None
+                self.ready, self.ref_logits = found, found.reference_logits()
+            else:
+                self.ready, self.ref_session, self.ref_logits = prepared.prepare_model(
+                    inputs, self.example, self.reference, folder, key, self.bs, self.peaks, self.stages, self.say
+                )
         self.fp32, self.size, self.parity = self.ready.fp32, self.ready.size, self.ready.parity
-        if self.reused:
-            self.ref_logits = self.ready.reference_logits()
         self.calib_fp32 = self.ready.calibration_top1()
         self.fp32_acc = accuracy(self.ref_logits, inputs.heldout.labels)
-
-    def _prepare_anew(self, folder: Path, key: str) -> Any:
-        """Pull, export (ONNX and the torch artifact), count, run the FP32 reference: into a temporary folder, kept."""
-        import numpy as np
-
-        from cnnselect import prepared
-        from evaluators.accuracy import predict_stream
-        from evaluators.export import check_parity, export_onnx
-        from evaluators.gates import comparable_params
-        from evaluators.runners.torch_cpu import save_torch_artifact
-        from evaluators.size import measure_size
-
-        entry, inputs, example, reference = self.entry, self.inputs, self.example, self.reference
-        tmp = prepared.temp_dir(folder)
-        try:
-            self.say(f"pull ({self.weights})")
-            t0 = time.perf_counter()
-            with self.peaks.stage("pull"):
-                pulled = _stage("pull", inputs.pull)
-            self.stages.ran("pull")
-            pull_s = time.perf_counter() - t0
-            self.say(f"export ONNX at {inputs.pre.input_size} px")
-            t0 = time.perf_counter()
-            with self.peaks.stage("export"):
-                fp32 = _stage("export", lambda: export_onnx(pulled.model, example, tmp / prepared.FP32))
-                # the torch runners deploy the weights, not the graph: kept for whichever job measures them
-                _stage(
-                    "export",
-                    lambda: save_torch_artifact(pulled.model, entry.name, inputs.labels.num_outputs, fp32.path.parent),
-                )
-            self.stages.ran("export")
-            export_s = time.perf_counter() - t0
-            with self.peaks.stage("size"):
-                size = _stage(
-                    "size", lambda: measure_size(pulled.model, inputs.pre.input_size, entry.input_size, fp32.bytes)
-                )
-            self.stages.ran("size")
-            self.say(f"FP32 reference on {len(inputs.heldout)} held-out images")
-            with self.peaks.stage("reference"):
-                self.ref_session = _stage("parity", lambda: reference.load(fp32.path))
-                self.ref_logits = _stage(
-                    "parity",
-                    lambda: predict_stream(
-                        partial(reference.predict, self.ref_session), inputs.heldout.batches(self.bs)
-                    ),
-                )
-                n = min(len(example), 32)
-                parity = check_parity(pulled.model, self.ref_logits[:n], example[:n])
-            self.stages.ran("reference")
-            np.save(tmp / prepared.LOGITS, np.ascontiguousarray(self.ref_logits))
-            published = self.entry.published and self.entry.published.params_m
-            ready = prepared.Prepared(
-                key=key,
-                folder=tmp,
-                size=size,
-                parity=parity,
-                weights_digest=pulled.weights_digest,
-                train_details=pulled.details,
-                backbone_params=comparable_params(pulled.model, published or None),
-                heldout=len(inputs.heldout),
-                pull_seconds=pull_s,
-                export_seconds=export_s,
-                stages=dict(self.stages.counts),
-            )
-            return _stage("export", lambda: prepared.commit(ready, folder))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed
 
     def _int8_within_drop(self, runner: Any, artifact: Path, calibration: Any) -> tuple[Any, Path, list[dict]]:
         """The runner's INT8 recipes in order until one keeps calibration top-1 within the allowed drop.
@@ -485,15 +406,15 @@ class ModelJob:
         from evaluators.size import deployed_size_mb
 
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
-        runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
+        runner = run_stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
         self.say(f"{r}: prepare")
         calibration = inputs.calibration()
         with self.peaks.stage(f"prepare_{r}"):
-            artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
+            artifact = run_stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
             self.stages.ran(f"prepare_{r}")
             attempts: list[dict[str, Any]] = []
             if runner.precision == "int8" and calibration is not None and len(calibration):
-                runner, artifact, attempts = _stage(
+                runner, artifact, attempts = run_stage(
                     "prepare", lambda: self._int8_within_drop(runner, artifact, calibration)
                 )
         if isinstance(runner, PeakMemory):
@@ -501,19 +422,19 @@ class ModelJob:
         with self.peaks.stage(f"accuracy_{r}"):
             rss0 = _rss_mb()
             if r == self.reference.name and artifact == self.fp32.path:  # the reference ran this artifact already
-                session = self.ref_session or _stage("load", lambda: runner.load(artifact))  # for its latency
+                session = self.ref_session or run_stage("load", lambda: runner.load(artifact))  # for its latency
                 logits = self.ref_logits
             else:
-                session = _stage("load", lambda: runner.load(artifact))
+                session = run_stage("load", lambda: runner.load(artifact))
                 self.say(f"{r}: accuracy on {len(held)} held-out images")
-                logits = _stage(
+                logits = run_stage(
                     "accuracy", lambda: predict_stream(partial(runner.predict, session), held.batches(self.bs))
                 )
                 self.stages.ran(f"accuracy_{r}")
         acc = accuracy(logits, held.labels)
         out = self.work / r
         head_index = inputs.labels.indices if inputs.labels.keeps_pretrained_head else None
-        acc_files, acc_extra = _stage(
+        acc_files, acc_extra = run_stage(
             "accuracy",
             partial(
                 write_accuracy_artifacts,
@@ -538,7 +459,7 @@ class ModelJob:
         lat_settings = self.latency or LatencySettings()
         x_lat = self.example[: max(1, lat_settings.large_batch)]
         with self.peaks.stage(f"latency_{r}"):
-            lat = _stage(
+            lat = run_stage(
                 "latency",
                 partial(
                     measure_batches,
@@ -659,7 +580,7 @@ class ModelJob:
                 ev.artifacts["gates"] = gate
                 ev.artifacts["stages"] = stages
                 self.say(f"{r}: log to MLflow")
-                logged = _stage("log", lambda: log_evaluation(self.settings, ev))  # noqa: B023
+                logged = run_stage("log", lambda: log_evaluation(self.settings, ev))  # noqa: B023
                 self.outcomes[r] = Outcome(
                     self.variant, r, "ok", run_id=logged.run_id, model_uri=logged.model_uri, metrics=ev.metrics
                 )

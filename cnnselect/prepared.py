@@ -8,8 +8,7 @@ last; on reuse every file the manifest lists is checked (present, the size writt
 folder is logged, removed and prepared again. Two workers preparing the same model at once take turns on a lock
 file, so the second finds the first's. The held-out reference logits are memory-mapped back, never read whole.
 
-Each stage that does work counts itself in :class:`StageCounts`, logged with every run as ``stages/stages.json``:
-summed over a model's jobs (one per queue's task), every count is 1.
+What preparing runs is :func:`prepare_model`; each of its stages counts itself (:class:`cnnselect.stages.StageCounts`).
 """
 
 from __future__ import annotations
@@ -20,15 +19,16 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnselect.stages import StageCounts, run_stage
 from evaluators.export import OnnxArtifact, ParityResult
 from evaluators.size import SizeResult
 
@@ -54,35 +54,6 @@ def software_id() -> str:
         except PackageNotFoundError:
             found[name] = "-"
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class StageCounts:
-    """How many times each stage of one job did its work (``export``, ``reference``, ``latency_cpu``, ...)."""
-
-    def __init__(self) -> None:
-        self.job = uuid.uuid4().hex[:12]  # which job counted: a model's counts are summed over its jobs
-        self.counts: Counter[str] = Counter()
-
-    def ran(self, stage: str) -> None:
-        self.counts[stage] += 1
-
-    def to_json(self, variant: str, key: str, reused: bool) -> dict[str, Any]:
-        return {
-            "variant": variant,
-            "job": self.job,
-            "prepared_key": key,
-            "prepared": "reused" if reused else "prepared here",
-            "stages": dict(sorted(self.counts.items())),
-        }
-
-
-def summed_stages(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per variant, each stage's count summed over the distinct jobs among ``records`` (``stages.json`` contents)."""
-    seen: dict[str, dict[str, Any]] = {r["job"]: r for r in records}
-    out: dict[str, Counter[str]] = {}
-    for r in seen.values():
-        out.setdefault(r["variant"], Counter()).update(r["stages"])
-    return {v: dict(sorted(c.items())) for v, c in sorted(out.items())}
 
 
 @dataclass
@@ -237,3 +208,83 @@ def commit(prepared: Prepared, final: Path) -> Prepared:
         os.rename(tmp, final)
     prepared.folder = final
     return prepared
+
+
+def prepare_model(
+    inputs: Any,
+    example: np.ndarray,
+    reference: Any,
+    folder: Path,
+    key: str,
+    batch_size: int,
+    peaks: Any,
+    stages: StageCounts,
+    say: Callable[[str], None],
+) -> tuple[Prepared, Any, np.ndarray]:
+    """Pull, export (ONNX and the torch artifact), count, run the FP32 reference: into a temporary folder, kept.
+
+    ``inputs`` is a ``cnnselect.inputs.Inputs``, ``reference`` the FP32 reference runner, ``peaks`` the job's
+    ``evaluators.memory.StagePeaks``. Returns the prepared model (in ``folder``), the reference's session (for the
+    reference runner's own latency) and its held-out logits. A failure raises ``StageError`` naming the stage.
+    """
+    from functools import partial
+
+    from evaluators.accuracy import predict_stream
+    from evaluators.export import check_parity, export_onnx
+    from evaluators.gates import comparable_params
+    from evaluators.runners.torch_cpu import save_torch_artifact
+    from evaluators.size import measure_size
+
+    entry = inputs.entry
+    tmp = temp_dir(folder)
+    try:
+        say(f"pull ({inputs.weights})")
+        t0 = time.perf_counter()
+        with peaks.stage("pull"):
+            pulled = run_stage("pull", inputs.pull)
+        stages.ran("pull")
+        pull_s = time.perf_counter() - t0
+        say(f"export ONNX at {inputs.pre.input_size} px")
+        t0 = time.perf_counter()
+        with peaks.stage("export"):
+            fp32 = run_stage("export", lambda: export_onnx(pulled.model, example, tmp / FP32))
+            # the torch runners deploy the weights, not the graph: kept for whichever job measures them
+            run_stage(
+                "export",
+                lambda: save_torch_artifact(pulled.model, entry.name, inputs.labels.num_outputs, fp32.path.parent),
+            )
+        stages.ran("export")
+        export_s = time.perf_counter() - t0
+        with peaks.stage("size"):
+            size = run_stage(
+                "size", lambda: measure_size(pulled.model, inputs.pre.input_size, entry.input_size, fp32.bytes)
+            )
+        stages.ran("size")
+        say(f"FP32 reference on {len(inputs.heldout)} held-out images")
+        with peaks.stage("reference"):
+            session = run_stage("parity", lambda: reference.load(fp32.path))
+            logits = run_stage(
+                "parity",
+                lambda: predict_stream(partial(reference.predict, session), inputs.heldout.batches(batch_size)),
+            )
+            n = min(len(example), 32)
+            parity = check_parity(pulled.model, logits[:n], example[:n])
+        stages.ran("reference")
+        np.save(tmp / LOGITS, np.ascontiguousarray(logits))
+        published = entry.published.params_m if entry.published else None
+        ready = Prepared(
+            key=key,
+            folder=tmp,
+            size=size,
+            parity=parity,
+            weights_digest=pulled.weights_digest,
+            train_details=pulled.details,
+            backbone_params=comparable_params(pulled.model, published),
+            heldout=len(inputs.heldout),
+            pull_seconds=pull_s,
+            export_seconds=export_s,
+            stages=dict(stages.counts),
+        )
+        return run_stage("export", lambda: commit(ready, folder)), session, logits
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from catalog import get_profile
-from cnnselect import prepared
+from cnnselect import prepared, stages
 from cnnselect.pipeline import evaluate_model, preparation_key
 from evaluators.latency import LatencySettings
 from registry.settings import Settings
@@ -39,7 +39,7 @@ def test_two_jobs_prepare_a_model_once(two_queues) -> None:
     first, second = _stages(settings, cpu.run_id), _stages(settings, edge.run_id)
     assert first["job"] != second["job"] and first["prepared_key"] == second["prepared_key"]
     assert (first["prepared"], second["prepared"]) == ("prepared here", "reused")
-    total = prepared.summed_stages([first, second])[MODEL]
+    total = stages.summed_stages([first, second])[MODEL]
     assert total["export"] == total["reference"] == total["pull"] == total["size"] == 1, total
     assert total["latency_cpu"] == total["latency_edge"] == total["prepare_edge"] == 1
     assert "accuracy_cpu" not in total  # the FP32 reference's logits are the cpu runner's held-out inference

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnselect import prepared
+from cnnselect import prepared, stages
 from evaluators.export import ParityResult
 from evaluators.size import SizeResult
 
@@ -83,10 +83,10 @@ def test_a_lost_race_uses_the_winners_folder(tmp_path: Path) -> None:
 
 
 def test_stage_counts_are_summed_over_distinct_jobs() -> None:
-    a, b = prepared.StageCounts(), prepared.StageCounts()
+    a, b = stages.StageCounts(), stages.StageCounts()
     a.ran("export")
     a.ran("latency_cpu")
     b.ran("latency_edge")
     ra, rb = a.to_json("m", KEY, reused=False), b.to_json("m", KEY, reused=True)
     # each job's record is logged on each of its runs: a job counted once however many runs carry it
-    assert prepared.summed_stages([ra, ra, rb]) == {"m": {"export": 1, "latency_cpu": 1, "latency_edge": 1}}
+    assert stages.summed_stages([ra, ra, rb]) == {"m": {"export": 1, "latency_cpu": 1, "latency_edge": 1}}
