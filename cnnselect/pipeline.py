@@ -422,7 +422,9 @@ class ModelJob:
         with self.peaks.stage(f"accuracy_{r}"):
             rss0 = _rss_mb()
             if r == self.reference.name and artifact == self.fp32.path:  # the reference ran this artifact already
-                session = self.ref_session or run_stage("load", lambda: runner.load(artifact))  # for its latency
+                session = self.ref_session
+                if session is None:  # prepared by another job: its logits are reused, a session times the latency
+                    session = run_stage("load", lambda: runner.load(artifact))
                 logits = self.ref_logits
             else:
                 session = run_stage("load", lambda: runner.load(artifact))
