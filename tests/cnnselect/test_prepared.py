@@ -90,3 +90,25 @@ def test_stage_counts_are_summed_over_distinct_jobs() -> None:
     ra, rb = a.to_json("m", KEY, reused=False), b.to_json("m", KEY, reused=True)
     # each job's record is logged on each of its runs: a job counted once however many runs carry it
     assert stages.summed_stages([ra, ra, rb]) == {"m": {"export": 1, "latency_cpu": 1, "latency_edge": 1}}
+
+
+def test_a_second_preparer_waits_for_the_first(tmp_path: Path) -> None:
+    import threading
+
+    final = prepared.prepared_dir(tmp_path, "m", KEY)
+    order: list[str] = []
+    inside = threading.Event()
+
+    def second() -> None:
+        inside.wait()
+        with prepared.lock(final):  # its own open file: flock holds it off until the first lets go
+            order.append("second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    with prepared.lock(final):
+        inside.set()
+        t.join(timeout=0.3)
+        order.append("first")
+    t.join(timeout=5)
+    assert order == ["first", "second"]
