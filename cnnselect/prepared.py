@@ -1,12 +1,13 @@
 """A model prepared once for all its runners: the FP32 export, the torch artifact, size, the FP32 reference, parity.
 
 Kept on disk under ``Settings.cache_dir / "prepared"`` (in docker-compose, the volume every worker mounts), in a
-folder named by the model's preparation key (:func:`preparation_key`), so the task measuring other runners of the
-same model, on another queue or in another process, reuses it instead of pulling, exporting and running the
-reference again. Written into a temporary folder beside it and renamed into place, its manifest (``prepared.json``)
-last; on reuse every file the manifest lists is checked (present, the size written), and an incomplete or unreadable
-folder is logged, removed and prepared again. Two workers preparing the same model at once take turns on a lock
-file, so the second finds the first's. The held-out reference logits are memory-mapped back, never read whole.
+folder named by the model's preparation key (:func:`cnnselect.pipeline.preparation_key`), so the task measuring
+other runners of the same model, on another queue or in another process, reuses it instead of pulling, exporting
+and running the reference again. Written into a temporary folder beside it and renamed into place, its manifest
+(``prepared.json``) last; on reuse every file the manifest lists is checked (present, the size written), and an
+incomplete or unreadable folder is logged, removed and prepared again. Two workers preparing the same model at once
+take turns on a lock file, so the second finds the first's. The held-out reference logits are memory-mapped back,
+never read whole.
 
 What preparing runs is :func:`prepare_model`; each of its stages counts itself (:class:`cnnselect.stages.StageCounts`).
 """
@@ -124,8 +125,18 @@ def prepared_dir(cache_dir: Path, variant: str, key: str) -> Path:
     return cache_dir / "prepared" / f"{variant}-{key}"
 
 
+STALE_S = 24 * 3600  # a temporary folder untouched this long was left by a killed preparation
+
+
 def temp_dir(folder: Path) -> Path:
-    """An empty folder beside ``folder`` (the same file system, so the final rename is atomic)."""
+    """An empty folder beside ``folder`` (the same file system, so the final rename is atomic).
+
+    What killed preparations of ``folder`` left beside it a day or more ago is removed first.
+    """
+    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_S:
+                shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     return tmp

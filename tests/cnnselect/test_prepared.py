@@ -65,6 +65,17 @@ def test_a_broken_folder_is_removed_with_a_warning(
     assert reason in caplog.text and not final.exists()
 
 
+def test_what_a_killed_preparation_left_is_removed_a_day_later(tmp_path: Path) -> None:
+    import os
+    import time
+
+    final = prepared.prepared_dir(tmp_path, "m", KEY)
+    old, recent = prepared.temp_dir(final), prepared.temp_dir(final)
+    os.utime(old, (time.time() - prepared.STALE_S - 60,) * 2)
+    prepared.commit(_prepare(final), final)
+    assert not old.exists() and recent.exists()  # another preparation may still be writing a recent one
+
+
 def test_another_split_or_key_is_not_reused(tmp_path: Path) -> None:
     final = prepared.prepared_dir(tmp_path, "m", KEY)
     prepared.commit(_prepare(final), final)
