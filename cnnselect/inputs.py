@@ -170,7 +170,18 @@ class Inputs:
         self.train = open_split(manifest, "train", self.pre, self.labels, settings) if trains else None
         if self.source is None:
             self.source = weights_source(weights, profile, self.train, settings, progress)
-        self._settings = settings
+        self._settings, self.cache = settings, cache
+
+    def pull(self) -> Any:
+        """The model with its weights (``catalog.weights.PulledModel``), written to the weights cache when trained anew.
+
+        The one place weights are resolved: the DAG's pull task and every measurement call it; a source read from the
+        cache (trained before) is not written back.
+        """
+        pulled = self.source.pull(self.entry, self.labels.num_outputs)
+        if self.cache is not None and not self.cache.exists():
+            save_weights(pulled.model, self.cache)
+        return pulled
 
     def calibration(self) -> ImageSplit | None:
         if "calibration" not in self.manifest.splits:

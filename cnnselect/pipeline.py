@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog import Profile, get_entry
+from cnnselect.stages import StageCounts, StageError, run_stage
 from evaluators.data import DatasetManifest, load_manifest
 from registry import names
 from registry.settings import Settings
@@ -104,6 +104,17 @@ def runner_fingerprint_id(runner: str, image_size: int | str) -> str:
         return "unavailable"
 
 
+def preparation_key(variant: str, profile: Profile, weights: str, dataset_digest: str, seed: int) -> str:
+    """What makes a prepared model (export, FP32 reference) the same one, whichever runner measures it.
+
+    The model, its weights recipe, the data, and the versions of what exports and runs it
+    (:func:`cnnselect.prepared.software_id`); no runner and no hardware: every worker of the deployment shares it.
+    """
+    from cnnselect.prepared import software_id
+
+    return idempotency_key(variant, "prepared", profile, weights, dataset_digest, seed, software_id())
+
+
 def weights_cache_path(
     settings: Settings, variant: str, profile: Profile, weights: str, dataset_digest: str
 ) -> Path | None:
@@ -133,8 +144,7 @@ def pull_weights(
     Idempotent: a cache hit returns at once. Sources that do not train (hub, file, scratch) are left to the measuring
     task. Raises for an unknown model or unusable data, so the pull task's state says so.
     """
-    from catalog.weights import weights_digest
-    from cnnselect.inputs import Inputs, save_weights
+    from cnnselect.inputs import Inputs
 
     settings = settings or Settings()
     say = progress or (lambda msg: log.info("%s: %s", variant, msg))
@@ -143,15 +153,13 @@ def pull_weights(
     entry = get_entry(variant)
     if cache is None or cache.exists():
         return {"variant": variant, "weights": weights, "cached": str(cache) if cache else None, "trained": False}
-    inputs = Inputs(entry, manifest, profile, weights, settings, say)
-    pulled = inputs.source.pull(entry, inputs.labels.num_outputs)
-    save_weights(pulled.model, cache)
+    pulled = Inputs(entry, manifest, profile, weights, settings, say, cache).pull()
     return {
         "variant": variant,
         "weights": weights,
         "cached": str(cache),
         "trained": True,
-        "weights_digest": weights_digest(pulled.model),
+        "weights_digest": pulled.weights_digest,
     }
 
 
@@ -167,19 +175,6 @@ def _folder(files: list[Path], out: Path) -> Path:
         except OSError:
             shutil.copy2(f, target)
     return folder
-
-
-class StageError(RuntimeError):
-    def __init__(self, stage: str, exc: BaseException) -> None:
-        super().__init__(f"{stage}: {type(exc).__name__}: {exc}")
-        self.stage, self.cause = stage, exc
-
-
-def _stage(stage: str, fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except Exception as exc:
-        raise StageError(stage, exc) from exc
 
 
 def _rss_mb() -> float:
@@ -290,7 +285,7 @@ class ModelJob:
             return [self.outcomes[r] for r in self.runners]
         from evaluators.memory import StagePeaks
 
-        self.peaks = StagePeaks()
+        self.peaks, self.stages = StagePeaks(), StageCounts()
         try:
             self.prepare()
         except Exception as exc:
@@ -326,55 +321,41 @@ class ModelJob:
         return True
 
     def prepare(self) -> None:
-        """Weights, export, size and the FP32 reference over the held-out split: once for every runner."""
-        from cnnselect.inputs import Inputs, save_weights
-        from evaluators.accuracy import accuracy, predict_stream
-        from evaluators.export import check_parity, export_onnx
-        from evaluators.images import batch_size_for
-        from evaluators.runners import TORCH_RUNNERS, get_runner
-        from evaluators.runners.torch_cpu import save_torch_artifact
-        from evaluators.size import measure_size
+        """Weights, export, size and the FP32 reference over the held-out split: once per model, for every runner.
 
-        entry = self.entry = _stage("resolve", lambda: get_entry(self.variant))
+        Found in the prepared-model cache (:mod:`cnnselect.prepared`) when another job of this model prepared it
+        already (another queue's task, an earlier sweep); otherwise prepared here and kept there.
+        """
+        from cnnselect import prepared
+        from cnnselect.inputs import Inputs
+        from evaluators.accuracy import accuracy
+        from evaluators.images import batch_size_for
+        from evaluators.runners import get_runner
+
+        entry = self.entry = run_stage("resolve", lambda: get_entry(self.variant))
         cache = weights_cache_path(self.settings, self.variant, self.profile, self.weights, self.ds.digest)
         with self.peaks.stage("data"):
-            inputs = self.inputs = _stage(
+            inputs = self.inputs = run_stage(
                 "data", lambda: Inputs(entry, self.manifest, self.profile, self.weights, self.settings, self.say, cache)
             )
         self.bs = batch_size_for(inputs.pre.input_size)
-        self.say(f"pull ({self.weights})")
-        t0 = time.perf_counter()
-        with self.peaks.stage("pull"):
-            pulled = self.pulled = _stage("pull", lambda: inputs.source.pull(entry, inputs.labels.num_outputs))
-        if cache is not None and not cache.exists():
-            save_weights(pulled.model, cache)
-        self.pull_s = time.perf_counter() - t0
-        self.say(f"export ONNX at {inputs.pre.input_size} px")
-        t0 = time.perf_counter()
-        example = inputs.heldout.first(self.bs)
-        with self.peaks.stage("export"):
-            fp32 = self.fp32 = _stage("export", lambda: export_onnx(pulled.model, example, self.work / "fp32"))
-            if any(r in TORCH_RUNNERS for r in self.runners):  # the torch runners deploy the weights, not the graph
-                _stage(
-                    "export",
-                    lambda: save_torch_artifact(pulled.model, entry.name, inputs.labels.num_outputs, fp32.path.parent),
+        self.example = inputs.heldout.first(self.bs)
+        self.reference = get_runner("cpu")
+        self.ref_session = None
+        key = preparation_key(self.variant, self.profile, self.weights, self.ds.digest, self.settings.seed)
+        folder = prepared.prepared_dir(self.settings.cache_dir, self.variant, key)
+        with prepared.lock(folder):  # another worker preparing this model: wait, then reuse what it kept
+            found = prepared.load(folder, key, len(inputs.heldout))
+            self.reused = found is not None
+            if found is not None:
+                self.say(f"prepared before ({key[:12]}): export, size and FP32 reference reused")
+                self.ready, self.ref_logits = found, found.reference_logits()
+            else:
+                self.ready, self.ref_session, self.ref_logits = prepared.prepare_model(
+                    inputs, self.example, self.reference, folder, key, self.bs, self.peaks, self.stages, self.say
                 )
-        self.export_s = time.perf_counter() - t0
-        with self.peaks.stage("size"):
-            self.size = _stage(
-                "size", lambda: measure_size(pulled.model, inputs.pre.input_size, entry.input_size, fp32.bytes)
-            )
-        reference = self.reference = get_runner("cpu")
-        self.say(f"FP32 reference on {len(inputs.heldout)} held-out images")
-        with self.peaks.stage("reference"):
-            self.ref_session = _stage("parity", lambda: reference.load(fp32.path))
-            self.ref_logits = _stage(
-                "parity",
-                lambda: predict_stream(partial(reference.predict, self.ref_session), inputs.heldout.batches(self.bs)),
-            )
-            n = min(len(example), 32)
-            self.parity = check_parity(pulled.model, self.ref_logits[:n], example[:n])
-        self.example = example
+        self.fp32, self.size, self.parity = self.ready.fp32, self.ready.size, self.ready.parity
+        self.calib_fp32 = self.ready.calibration_top1()
         self.fp32_acc = accuracy(self.ref_logits, inputs.heldout.labels)
 
     def _int8_within_drop(self, runner: Any, artifact: Path, calibration: Any) -> tuple[Any, Path, list[dict]]:
@@ -394,7 +375,10 @@ class ModelJob:
         max_drop = int8_max_drop(self.settings)
         if self.calib_fp32 is None:
             self.calib_fp32 = top1(self.reference, self.fp32.path)
+            self.stages.ran("calibration_fp32")
+            self.ready.save_calibration_top1(self.calib_fp32)
         tried = [(runner, artifact, top1(runner, artifact))]
+        self.stages.ran(f"calibration_{runner.name}")
         recipes = runner.recipes if isinstance(runner, Int8Recipes) else (getattr(runner, "recipe", "ptq"),)
         for recipe in recipes[1:]:
             if self.calib_fp32 - tried[-1][2] <= max_drop:
@@ -403,6 +387,8 @@ class ModelJob:
             alt = runner.with_recipe(recipe, max_drop)
             art = alt.prepare(self.fp32.path, self.work / runner.name / recipe, calibration)
             tried.append((alt, art, top1(alt, art)))
+            self.stages.ran(f"prepare_{runner.name}_{recipe}")
+            self.stages.ran(f"calibration_{runner.name}_{recipe}")
         within = [i for i, t in enumerate(tried) if self.calib_fp32 - t[2] <= max_drop]
         pick = within[0] if within else max(range(len(tried)), key=lambda i: tried[i][2])
         attempts = [
@@ -417,34 +403,40 @@ class ModelJob:
         from evaluators.accuracy import accuracy, predict_stream, write_accuracy_artifacts, write_predictions
         from evaluators.latency import LatencySettings, measure_batches
         from evaluators.runners import PeakMemory, artifact_files, fingerprint_id, get_runner, runner_host_id
+        from evaluators.size import deployed_size_mb
 
         inputs, entry, held = self.inputs, self.entry, self.inputs.heldout
-        runner = _stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
+        runner = run_stage("runner", lambda: get_runner(r))  # available: checked before the model was prepared
         self.say(f"{r}: prepare")
         calibration = inputs.calibration()
         with self.peaks.stage(f"prepare_{r}"):
-            artifact = _stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
+            artifact = run_stage("prepare", lambda: runner.prepare(self.fp32.path, self.work / r, calibration))
+            self.stages.ran(f"prepare_{r}")
             attempts: list[dict[str, Any]] = []
             if runner.precision == "int8" and calibration is not None and len(calibration):
-                runner, artifact, attempts = _stage(
+                runner, artifact, attempts = run_stage(
                     "prepare", lambda: self._int8_within_drop(runner, artifact, calibration)
                 )
         if isinstance(runner, PeakMemory):
             runner.reset_peak_memory()
         with self.peaks.stage(f"accuracy_{r}"):
-            if r == self.reference.name and artifact == self.fp32.path and self.ref_session is not None:
-                rss0, session, logits = _rss_mb(), self.ref_session, self.ref_logits  # ran this artifact already
+            rss0 = _rss_mb()
+            if r == self.reference.name and artifact == self.fp32.path:  # the reference ran this artifact already
+                session = self.ref_session
+                if session is None:  # prepared by another job: its logits are reused, a session times the latency
+                    session = run_stage("load", lambda: runner.load(artifact))
+                logits = self.ref_logits
             else:
-                rss0 = _rss_mb()
-                session = _stage("load", lambda: runner.load(artifact))
+                session = run_stage("load", lambda: runner.load(artifact))
                 self.say(f"{r}: accuracy on {len(held)} held-out images")
-                logits = _stage(
+                logits = run_stage(
                     "accuracy", lambda: predict_stream(partial(runner.predict, session), held.batches(self.bs))
                 )
+                self.stages.ran(f"accuracy_{r}")
         acc = accuracy(logits, held.labels)
         out = self.work / r
         head_index = inputs.labels.indices if inputs.labels.keeps_pretrained_head else None
-        acc_files, acc_extra = _stage(
+        acc_files, acc_extra = run_stage(
             "accuracy",
             partial(
                 write_accuracy_artifacts,
@@ -469,7 +461,7 @@ class ModelJob:
         lat_settings = self.latency or LatencySettings()
         x_lat = self.example[: max(1, lat_settings.large_batch)]
         with self.peaks.stage(f"latency_{r}"):
-            lat = _stage(
+            lat = run_stage(
                 "latency",
                 partial(
                     measure_batches,
@@ -480,6 +472,7 @@ class ModelJob:
                     self.settings.latency_lock,
                 ),
             )
+        self.stages.ran(f"latency_{r}")
         mem = {"memory_rss_mb": max(0.0, _rss_mb() - rss0)}
         if isinstance(runner, PeakMemory):
             mem["memory_gpu_peak_mb"] = runner.peak_memory_mb()
@@ -491,13 +484,14 @@ class ModelJob:
             **lat,
             **self.size.to_metrics(),
             **self.parity.to_metrics(),
-            "size_mb": sum(p.stat().st_size for p in deploy_files) / 1e6,
+            **self.ready.backbone_params,
+            "size_mb": deployed_size_mb(deploy_files),  # the runner's own files; the FP32 export is fp32_size_mb
             **mem,
             **self.peaks.to_metrics(),
             "top1_fp32": self.fp32_acc.top1,
             "top1_drop_vs_fp32": self.fp32_acc.top1 - acc.top1,
-            "pull_seconds": self.pull_s,
-            "export_seconds": self.export_s,
+            "pull_seconds": self.ready.pull_seconds,  # where the model was prepared, once for all its runners
+            "export_seconds": self.ready.export_seconds,
         }
         if attempts:
             metrics["int8_attempts"] = len(attempts)
@@ -517,7 +511,8 @@ class ModelJob:
             "head_outputs": inputs.labels.num_outputs,
             "label_map": inputs.labels.kind,
             **{f"preprocess_{k}": v for k, v in inputs.pre.to_dict().items()},
-            **{f"train_{k}": v for k, v in self.pulled.details.items()},
+            **{f"train_{k}": v for k, v in self.ready.train_details.items()},
+            "prepared": "reused" if self.reused else "prepared here",
         }
         if attempts:
             params["int8_recipe"] = next(a["recipe"] for a in attempts if a["chosen"])
@@ -539,7 +534,7 @@ class ModelJob:
             sweep=self.sweep,
             fingerprint=fp,
             fingerprint_id=fingerprint_id(fp),
-            weights_digest=self.pulled.weights_digest,
+            weights_digest=self.ready.weights_digest,
             weights_source=self.weights,
             artifact=artifact if artifact.suffix == ".onnx" else self.fp32.path,  # torch runners: the same weights
             input_example=self.example[:1],
@@ -564,14 +559,16 @@ class ModelJob:
         from evaluators.gates import ResultsGateConfig, gate_evaluations
         from registry.tracking import log_evaluation
 
-        published = self.entry.published and self.entry.published.params_m
+        stages = self.work / "stages.json"  # what this job ran, on each of its runs (summed over a model's jobs)
+        stages.parent.mkdir(parents=True, exist_ok=True)
+        stages.write_text(json.dumps(self.stages.to_json(self.variant, self.ready.key, self.reused), indent=1))
         try:
             if measured:
                 self.say(f"results gate ({', '.join(measured)})")
-            gated: dict[str, Any] = gate_evaluations(
+            gated: dict[str, Any] = gate_evaluations(  # the head-free parameter counts are on the metrics already
                 list(measured.values()),
-                self.pulled.model,
-                published,
+                None,
+                None,
                 [self.work / r for r in measured],
                 ResultsGateConfig(max_latency_cov=self.settings.gate_max_latency_cov),
             )
@@ -583,8 +580,9 @@ class ModelJob:
                 if isinstance(gate, Exception):
                     raise StageError("gate", gate)
                 ev.artifacts["gates"] = gate
+                ev.artifacts["stages"] = stages
                 self.say(f"{r}: log to MLflow")
-                logged = _stage("log", lambda: log_evaluation(self.settings, ev))  # noqa: B023
+                logged = run_stage("log", lambda: log_evaluation(self.settings, ev))  # noqa: B023
                 self.outcomes[r] = Outcome(
                     self.variant, r, "ok", run_id=logged.run_id, model_uri=logged.model_uri, metrics=ev.metrics
                 )

@@ -5,8 +5,10 @@
 **Flow:** `prepare_data` (write or scan the ImageFolder, hash every image) -> `plan` (the guide's shortlist for
 teams nothing satisfies yet, then the profile's variants, plus with `discover` the catalog variants and new timm
 pretrained tags not yet measured) -> `pull` (one mapped task per variant:
-fine-tune once, cache the weights) -> `measure_<runner>` (one mapped task per variant on each runner, on the runner's
-Celery queue and host pool: export ONNX, accuracy, latency, size, log to MLflow, register the artifact) ->
+fine-tune once, cache the weights) -> `measure_<queue>` (one mapped task per variant on each deployed queue, on that
+Celery queue and its host pool: the model prepared once, export ONNX and FP32 reference, kept in the shared cache
+for the other queues' tasks; then each of the queue's runners converts, measures accuracy, latency and size, logs to
+MLflow and registers the artifact) ->
 `summarize` (reads the sweep back from MLflow; emits the `cnnselect://evaluations` asset that schedules
 `cnn_promotion`).
 

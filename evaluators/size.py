@@ -1,5 +1,8 @@
 """Size: parameters, GMACs and GFLOPs (named apart), artifact bytes, inference memory.
 
+Two sizes, one meaning each: ``fp32_size_mb`` is the FP32 ONNX export (the same for every runner of a model), and
+``size_mb`` is what the runner deploys (:func:`deployed_size_mb`), the figure teams budget with ``max_size_mb``.
+
 Compute is counted with the formulas of ``torch.utils.flop_counter`` (its ``flop_registry``): only
 matrix-multiply-type ops (convolutions, linear, attention) at 2 FLOPs per multiply-accumulate, so
 ``GMACs = FLOPs / 2`` exactly. ``FlopCounterMode`` itself also tracks which module each op ran in, which costs more
@@ -11,8 +14,9 @@ with ``fused_attn`` off (the same two matmuls, written out); the model is left a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +32,7 @@ class SizeResult:
     gflops: float
     gmacs_native: float  # at the model's native resolution
     gflops_native: float
-    size_mb: float  # deployable artifact on disk (ONNX + external data), MB = 1e6 bytes
+    fp32_size_mb: float  # the FP32 ONNX export on disk (graph + external data), MB = 1e6 bytes: the model's own size
 
     def to_metrics(self) -> dict[str, float]:
         return asdict(self)
@@ -90,5 +94,13 @@ def measure_size(model: torch.nn.Module, image_size: int, native_size: int, arti
         gflops=flops / 1e9,
         gmacs_native=flops_native / 2e9,
         gflops_native=flops_native / 1e9,
-        size_mb=artifact_bytes / 1e6,
+        fp32_size_mb=artifact_bytes / 1e6,
     )
+
+
+def deployed_size_mb(files: Iterable[Path]) -> float:
+    """``size_mb``: the files a runner deploys (its INT8 graph, IR, ``.pte`` or torch weights), MB = 1e6 bytes.
+
+    What a team's ``max_size_mb`` budgets, so it is measured per runner; the FP32 export is ``fp32_size_mb``.
+    """
+    return sum(p.stat().st_size for p in files) / 1e6

@@ -69,3 +69,4 @@ def test_an_unavailable_runner_fails_before_any_training_or_export(digits_root: 
     assert out.status == "failed" and out.stage == "runner" and "unavailable here" in (out.error or "")
     assert not (settings.cache_dir / "weights").exists()  # nothing was trained for a runner that cannot run
     assert not (settings.cache_dir / "tensors").exists()  # nor a single image preprocessed
+    assert not (settings.cache_dir / "prepared").exists()  # nor a model exported

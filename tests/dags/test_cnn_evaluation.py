@@ -82,3 +82,33 @@ def test_dag_runs_logs_registers_and_answers(airflow_db: Path, tmp_path: Path, m
     assert again[("measure_default", 0)] == "skipped"  # not green as work
     assert len(client.search_model_versions("name = 'cnnselect-digits'")) == 2
     assert client.search_runs([exp.experiment_id], filter_string=f"tags.`cnnselect.sweep` = '{rerun.run_id}'") == []
+
+
+def test_two_queues_tasks_share_one_prepared_model(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two measure tasks per model (default: cpu, edge: edge): the model is exported and referenced once in all."""
+    import json
+
+    import mlflow
+
+    from cnnselect.stages import summed_stages
+    from registry.settings import Settings
+
+    monkeypatch.setenv("CNNSELECT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNSELECT_QUEUES", "default,edge")  # read when the DAG file is parsed
+    dag = _load_dag()
+    conf = {"profile": "smoke", "models": ["test_resnet.r160_in1k"], "runners": ["cpu", "edge"], "weights": "scratch"}
+    run = dag.test(run_conf=conf)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states[("measure_default", 0)] == states[("measure_edge", 0)] == "success"
+    client = mlflow.MlflowClient(Settings().resolved_tracking_uri)
+    exp = client.get_experiment_by_name("cnnselect/digits")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`cnnselect.sweep` = '{run.run_id}'")
+    assert sorted(r.data.tags["cnnselect.runner"] for r in runs) == ["cpu", "edge"]
+    records = [
+        json.loads(Path(client.download_artifacts(r.info.run_id, "stages/stages.json")).read_text()) for r in runs
+    ]
+    assert sorted(r["prepared"] for r in records) == ["prepared here", "reused"]  # whichever task ran first
+    total = summed_stages(records)["test_resnet.r160_in1k"]
+    assert total["export"] == total["reference"] == 1 and max(total.values()) == 1, total

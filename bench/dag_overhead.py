@@ -1,0 +1,149 @@
+"""Benchmark 4b, DAG overhead: the demo sweep through ``cnn_evaluation`` (``dag.test()``) against its pure stages.
+
+The sweep runs as Airflow runs it: ``prepare_data`` (the bundled digits, the data gate), ``plan``, ``pull``, one
+``measure_<queue>`` task per deployed queue (``CNNSELECT_QUEUES=default,edge``: ``cpu`` on one, ``edge`` on the
+other, so each model has two measuring jobs that share one prepared model), ``summarize`` and ``verdict``, against
+a fresh SQLite Airflow DB and a fresh cnnselect home (the prepared-model cache starts cold). The pure stages are those
+of benchmark 4, timed where the DAG's tasks run them: ONNX export, each runner's ``prepare`` and ``load``, held-out
+inference and the latency measurement. The ratio is the DAG's wall time over their sum (target ≤ 1.15).
+
+The count: each job logs what it ran with its runs (``stages/stages.json``); summed over a model's jobs, no stage may
+have run twice (export and the FP32 reference once per model, whichever queue's task got there first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench import _common as c
+from bench._report import table
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNERS = ["cpu", "edge"]
+
+
+def _environment(tmp: Path, quick: bool) -> None:
+    """Airflow and cnnselect in ``tmp``, before either is imported: the DAG file reads its settings when parsed."""
+    if quick:  # a proof that the script runs, on whatever machine: a noisy latency sample must not fail the gate
+        os.environ["CNNSELECT_GATE_MAX_LATENCY_COV"] = "1e9"
+    os.environ.update(
+        AIRFLOW_HOME=str(tmp / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="false",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{tmp / 'airflow' / 'airflow.db'}",
+        CNNSELECT_HOME=str(tmp / "home"),
+        CNNSELECT_QUEUES="default,edge",
+        CNNSELECT_LATENCY_LOCK=str(tmp / "latency.lock"),
+    )
+    os.environ.pop("AIRFLOW__CORE__EXECUTOR", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _load_dag() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cnn_evaluation_bench", ROOT / "dags" / "cnn_evaluation.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.dag
+
+
+def stage_records(tracking_uri: str, sweep: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sweep's runs (variant, runner, status) and the ``stages.json`` each ok run logged."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exps = [e.experiment_id for e in client.search_experiments() if e.name.startswith("cnnselect/")]
+    runs = client.search_runs(exps, filter_string=f"tags.`cnnselect.sweep` = '{sweep}'") if exps else []
+    rows, records = [], []
+    for r in runs:
+        tags = r.data.tags
+        rows.append({"variant": tags.get("cnnselect.variant"), "runner": tags.get("cnnselect.runner"),
+                     "status": tags.get("cnnselect.status")})  # fmt: skip
+        if tags.get("cnnselect.status") == "ok":
+            local = client.download_artifacts(r.info.run_id, "stages/stages.json")
+            records.append(json.loads(Path(local).read_text()))
+    return rows, records
+
+
+def main() -> None:
+    p = c.parser(__doc__)
+    p.add_argument("--profile", default="demo")
+    args = p.parse_args()
+    profile = "smoke" if args.quick else args.profile
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        _environment(tmp, args.quick)
+        airflow = Path(sys.executable).parent / "airflow"
+        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=900)
+        from registry.settings import Settings
+
+        settings = Settings()
+        create = (
+            f"from mlflow import MlflowClient; MlflowClient({settings.resolved_tracking_uri!r}).search_experiments()"
+        )
+        subprocess.run([sys.executable, "-c", create], check=True, capture_output=True)  # the store exists already
+
+        from bench.sweep_overhead import time_pure_stages
+        from cnnselect.stages import summed_stages
+
+        spent: dict[str, float] = defaultdict(float)
+        time_pure_stages(RUNNERS, spent, ["dag"])
+        dag = _load_dag()
+        conf = {"profile": profile, "runners": RUNNERS, "weights": "scratch", "discover": "never",
+                "cold_start": "never"}  # fmt: skip
+        t0 = time.perf_counter()
+        run = dag.test(run_conf=conf)
+        wall = time.perf_counter() - t0
+        tasks: dict[str, float] = defaultdict(float)
+        for ti in run.get_task_instances():
+            if ti.start_date and ti.end_date:
+                tasks[ti.task_id] += (ti.end_date - ti.start_date).total_seconds()
+        rows, records = stage_records(settings.resolved_tracking_uri, run.run_id)
+    pure = spent["dag"]
+    summed = summed_stages(records)
+    twice = {v: {s: n for s, n in st.items() if n > 1} for v, st in summed.items()}
+    twice = {v: st for v, st in twice.items() if st}
+    ratio = wall / pure if pure else float("inf")
+    measuring = sum(t for name, t in tasks.items() if name.startswith("measure_"))
+    verdict = "target met" if ratio <= 1.15 else "target NOT met"
+    stage_rows = [
+        {"model": v, "export": st.get("export", 0), "FP32 reference": st.get("reference", 0),
+         "jobs": len({r["job"] for r in records if r["variant"] == v}),
+         "reused by": sum(r["prepared"] == "reused" for r in {x["job"]: x for x in records}.values()
+                          if r["variant"] == v),
+         "most runs of any stage": max(st.values())}
+        for v, st in summed.items()
+    ]  # fmt: skip
+    task_rows = [{"task": t, "seconds": s} for t, s in sorted(tasks.items(), key=lambda kv: -kv[1])]
+    body = (
+        f"Profile `{profile}`, runners {', '.join(RUNNERS)} on two queues (`CNNSELECT_QUEUES=default,edge`: one "
+        f"measuring task per model on each), weights `scratch`, the DAG's own latency settings, local SQLite MLflow "
+        f"store and Airflow DB, run state **{run.state}**. DAG wall {wall:.1f} s (`dag.test()`, every task, the data "
+        f"gate included) against the pure stages inside it (export, prepare, load, inference, latency) {pure:.1f} s: "
+        f"ratio **{ratio:.3f}** ({verdict}; target ≤ 1.15). "
+        f"Where the rest went: {wall - sum(tasks.values()):.1f} s between tasks (Airflow's own bookkeeping), "
+        f"{tasks.get('prepare_data', 0.0):.1f} s in `prepare_data` (the digits, their hashes, the data gate), "
+        f"{measuring - pure:.1f} s inside the measuring tasks outside the pure stages (data, size, parity, "
+        f"accuracy artifacts, the results gate, MLflow logging, and the process's first imports of MLflow, Great "
+        f"Expectations and onnxruntime's quantizer). Stages run twice for a model: {twice or 'none'}.\n\n"
+        + (table(stage_rows, list(stage_rows[0])) if stage_rows else "no run logged its stages")
+        + "\n\n"
+        + table(task_rows, ["task", "seconds"])
+        + "\n\n"
+        + (table(rows, ["variant", "runner", "status"]) if rows else "no runs")
+    )
+    c.emit("dag-overhead", "4b. DAG overhead", body, args.no_write)
+
+
+if __name__ == "__main__":
+    main()
