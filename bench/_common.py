@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from catalog import get_entry
-from catalog.weights import create_model
+from catalog.weights import create_model, revive_zero_norms
 from evaluators.export import export_onnx
 from evaluators.latency import LatencySettings
 
@@ -32,7 +32,9 @@ def settings(quick: bool, large_batch: int = 0) -> LatencySettings:
 
 def model(name: str, num_classes: int = 1000, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create_model(get_entry(name), num_classes).eval()
+    m = create_model(get_entry(name), num_classes).eval()
+    revive_zero_norms(m)  # random weights timed as they are: no branch folded away (catalog.weights)
+    return m
 
 
 def images(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -126,7 +126,7 @@ def weights_source(
     if weights == "timm-hub":
         return TimmHubSource()
     if weights == "scratch":
-        return ScratchSource(seed)
+        return ScratchSource(seed, measured=True)
     if weights.startswith("file:"):
         return FileSource(weights[len("file:") :], limits=load_limits(settings))
     raise ValueError(f"unknown weights source {weights!r}; valid: {', '.join(SOURCES)} (file as 'file:<path or uri>')")

@@ -119,3 +119,25 @@ def test_finetune_learns_the_train_split(digits_root: Path, tmp_path: Path) -> N
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert acc > 0.5  # chance is 0.1
     assert pulled.details["epochs"] == 3 and np.isfinite(pulled.details["train_loss"])
+
+
+def test_measured_scratch_weights_leave_no_norm_scale_at_zero() -> None:
+    """timm zero-initialises each residual block's last norm; measured as-is, a converter folds those branches away."""
+    import torch
+
+    from catalog import get_entry
+    from catalog.weights import ScratchSource
+
+    def zero_norms(model: torch.nn.Module) -> int:
+        return sum(
+            1
+            for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.weight is not None and not m.weight.any()
+        )
+
+    entry = get_entry("test_resnet.r160_in1k")
+    start = ScratchSource(0).pull(entry, 10)  # the start of training keeps timm's zero-init trick
+    measured = ScratchSource(0, measured=True).pull(entry, 10)
+    assert zero_norms(start.model) > 0
+    assert zero_norms(measured.model) == 0 and measured.details["revived_norms"] == zero_norms(start.model)
+    assert measured.weights_digest != start.weights_digest  # measured scratch weights are other weights: other keys
