@@ -30,6 +30,7 @@ class Registry:
     """Candidates from the MLflow model registry, served from an in-process index (see :mod:`registry.index`).
 
     The client and the index are created lazily, so the object pickles (into Airflow tasks, worker processes).
+    A refresh never blocks a reader that has an answer: see ``stale_s`` and :mod:`registry.index`.
     """
 
     def __init__(
@@ -41,10 +42,14 @@ class Registry:
         max_age_s: float = 60.0,
         teams_dir: str | Path | None = None,
         prefetch: bool = False,
+        stale_s: float = 30.0,
     ) -> None:
         self.settings = settings or Settings()
         self.tracking_uri = tracking_uri or self.settings.resolved_tracking_uri
         self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir or self.settings.teams_dir
+        # past ttl_s, the last answer is served for up to stale_s more while one refresh runs in the background;
+        # 0: the reader past the TTL refreshes and waits (read-your-writes within ttl_s, what tests of a change use)
+        self.stale_s = stale_s
         self.prefetch = prefetch  # after an answer computed in the store, load the index in the background
         self._client: Any = None
         self._index: CandidateIndex | None = None
@@ -72,7 +77,9 @@ class Registry:
         if self._index is None:
             with self._lock:
                 if self._index is None:
-                    self._index = CandidateIndex(self.tracking_uri, lambda: self.client, self.ttl_s, self.max_age_s)
+                    self._index = CandidateIndex(
+                        self.tracking_uri, lambda: self.client, self.ttl_s, self.max_age_s, self.stale_s
+                    )
         return self._index
 
     def invalidate(self, dataset: str | None = None) -> None:

@@ -4,9 +4,13 @@ Within ``ttl_s`` of the last check a read touches no database. After it, one che
 model's last update, highest version, versions carrying their card, aliases) decides whether anything changed; if
 so, only the versions that changed are read again (a *delta*: versions numbered above the highest seen, newly deleted
 ones, those whose card appeared since, the last updated). No clock is compared across writers. ``max_age_s`` forces a
-full reload regardless, which catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are
-read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
-tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
+full reload regardless, which catches tag edits the watermark cannot see. A refresh never blocks a reader that has
+an answer: past the TTL, the first reader starts one refresh in a background thread (single flight per model: one
+that outlasts the TTL starts no second) and every reader gets the last snapshot at once, for up to ``stale_s`` past
+the TTL; after that (or with ``stale_s`` 0) a reader waits for the refresh, so no answer is ever older than that.
+SQL stores (SQLite, PostgreSQL, MySQL) are read with plain queries over MLflow's tables through one engine per store
+and process; any other store (an HTTP tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL
+expiry.
 
 A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint, host
 and family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
@@ -209,11 +213,18 @@ class CandidateIndex:
     """Thread-safe: readers share immutable snapshots; one loader per model at a time."""
 
     def __init__(
-        self, tracking_uri: str, client: Callable[[], Any], ttl_s: float = 2.0, max_age_s: float = 60.0
+        self,
+        tracking_uri: str,
+        client: Callable[[], Any],
+        ttl_s: float = 2.0,
+        max_age_s: float = 60.0,
+        stale_s: float = 0.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self._client = client
-        self.ttl_s, self.max_age_s = ttl_s, max_age_s
+        self.ttl_s, self.max_age_s, self.stale_s = ttl_s, max_age_s, stale_s
+        self._refreshing: set[tuple[str, str]] = set()  # (kind, model) refreshed in the background now
+        self.background_refreshes = 0  # started (observable in tests and the bench)
         self._snapshots: dict[str, Snapshot] = {}
         self._light: dict[str, Light] = {}
         # apart from the loaders' locks: a cold answer never waits on a full load
@@ -235,6 +246,41 @@ class CandidateIndex:
         snap = self._snapshots.get(model_name)
         if snap is not None and now - snap.checked < self.ttl_s:
             return snap  # the hot path: no lock, no I/O
+        if snap is not None and now - snap.checked < self.ttl_s + self.stale_s:
+            self._in_background("index", model_name, self._refresh)
+            return snap  # the last answer at once; the refresh swaps a new snapshot in when it is done
+        return self._refresh(model_name)
+
+    def _in_background(self, kind: str, model_name: str, refresh: Callable[[str], Any]) -> None:
+        """Run ``refresh(model_name)`` in a daemon thread unless one of this kind already runs for the model.
+
+        Single flight: a refresh outlasting the TTL starts no second one; readers keep the last answer meanwhile. A
+        failure is logged, and the next reader past the TTL tries again.
+        """
+        key = (kind, model_name)
+        with self._guard:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+            self.background_refreshes += 1
+
+        def run() -> None:
+            try:
+                refresh(model_name)
+            except Exception as exc:  # the store went away: readers keep the last answer up to stale_s
+                log.warning("background refresh (%s) of %s failed (%s)", kind, model_name, exc)
+            finally:
+                with self._guard:
+                    self._refreshing.discard(key)
+
+        threading.Thread(target=run, name=f"cnnselect-refresh-{kind}-{model_name}", daemon=True).start()
+
+    def refreshing(self, model_name: str) -> bool:
+        """A background refresh of the model (its index or its in-store answers) runs now."""
+        return any(m == model_name for _, m in self._refreshing)
+
+    def _refresh(self, model_name: str) -> Snapshot:
+        """The snapshot checked against the store (one loader per model at a time): kept, patched or reloaded."""
         with self._guard:
             lock = self._locks.setdefault(model_name, threading.Lock())
         with lock:
@@ -273,11 +319,21 @@ class CandidateIndex:
         return model_name in self._snapshots
 
     def light(self, model_name: str) -> Light:
-        """The answers computed in the store for this model, dropped when the watermark moves (TTL as above)."""
+        """The answers computed in the store for this model, dropped when the watermark moves (TTL as above).
+
+        Past the TTL, a light entry holding answers is served as it is while its watermark is checked in the
+        background (within ``stale_s``), as a snapshot is.
+        """
         now = time.monotonic()
         lt = self._light.get(model_name)
         if lt is not None and now - lt.checked < self.ttl_s:
             return lt
+        if lt is not None and lt.answers and now - lt.checked < self.ttl_s + self.stale_s:
+            self._in_background("light", model_name, self._refresh_light)
+            return lt
+        return self._refresh_light(model_name)
+
+    def _refresh_light(self, model_name: str) -> Light:
         with self._guard:
             lock = self._light_locks.setdefault(model_name, threading.Lock())
         with lock:

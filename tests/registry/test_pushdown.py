@@ -198,7 +198,7 @@ def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
     assert prune_tags(shared_store, ds) == 3 and prune_tags(shared_store, ds) == 0
     tags = client.get_model_version(model, b.version).tags
     assert set(tags) == {*registered, names.promotion_tag("vision", "run_id"), "mine"}
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     assert reg.get_best(k).candidate.variant == "b"
     assert reg.index.store_queries == {"card": 1}
 
@@ -233,7 +233,7 @@ def test_the_pipeline_registers_each_version_with_few_tags_and_its_card(shared_s
 
 def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.90)
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds, max_latency_ms=10)
     model = names.registered_model_name(ds)
     first = reg.get_best(k)
@@ -263,7 +263,7 @@ def test_a_value_the_store_cannot_read_falls_back_to_the_index(
 
 def test_a_prefetching_registry_loads_the_index_in_the_background(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.90)
-    reg = Registry(settings=shared_store, ttl_s=0, prefetch=True)  # what registry.get_best() uses
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0, prefetch=True)  # what registry.get_best() uses
     k = Constraints(dataset=ds)
     model = names.registered_model_name(ds)
     assert reg.get_best(k).candidate.variant == "a"  # answered in the store; the index loads behind it

@@ -45,7 +45,7 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
     ds = "http-read"
     winner = log_one(http_store, tiny_onnx, ds, "winner", top1=0.95, top1_ci_low=0.94)
     runner_up = log_one(http_store, tiny_onnx, ds, "runner_up", top1=0.90, top1_ci_low=0.89)
-    reg = Registry(settings=http_store, ttl_s=TTL_S, teams_dir=tmp_path)
+    reg = Registry(settings=http_store, ttl_s=TTL_S, stale_s=0, teams_dir=tmp_path)
     assert reg.index.dialect is None  # the client path: MLflow's REST API, no database in reach
     k = Constraints(dataset=ds, min_top1=0.5)
 
