@@ -211,8 +211,8 @@ class Registry:
 
         A local location (a path or ``file:`` URI, what SQLite and PostgreSQL stores with local artifacts hold) is
         checked with one ``stat`` on every call, so a warm answer never outlives its files. Anything else (served
-        artifacts, object stores) is listed through MLflow, at most once per ``ttl_s`` per version (``verified``,
-        the snapshot's cache).
+        artifacts, object stores) is resolved through the registry (a deleted version is refused) and listed through
+        MLflow, at most once per ``ttl_s`` per version (``verified``, the snapshot's cache).
         """
         folder = local_dir(candidate.artifact_uri)
         if folder is not None:
@@ -231,13 +231,13 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            uri = candidate.artifact_uri
-            if not uri or uri.startswith("models:"):  # a logged model's URI (what a tracking server returns as source)
-                # the registry client directly: MlflowClient's method first fetches the registered model, which
-                # makes the server read every version of it (O(versions) per check)
-                registry = getattr(self.client, "_get_registry_client", None)
-                source = registry() if registry is not None else self.client
-                uri = source.get_model_version_download_uri(candidate.model_name, candidate.version)
+            # always through the registry, whatever the source: it refuses a deleted version, which a search no longer
+            # shows but the index may still hold (registry.rest); a logged model's `models:/m-...` source resolved.
+            # The registry client directly: MlflowClient's method first fetches the registered model, which makes
+            # the server read every version of it (O(versions) per check)
+            registry = getattr(self.client, "_get_registry_client", None)
+            source = registry() if registry is not None else self.client
+            uri = source.get_model_version_download_uri(candidate.model_name, candidate.version)
             files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
         except (MlflowException, OSError):
             return False

@@ -9,8 +9,8 @@ an answer: past the TTL, the first reader starts one refresh in a background thr
 that outlasts the TTL starts no second) and every reader gets the last snapshot at once, for up to ``stale_s`` past
 the TTL; after that (or with ``stale_s`` 0) a reader waits for the refresh, so no answer is ever older than that.
 SQL stores (SQLite, PostgreSQL, MySQL) are read with plain queries over MLflow's tables through one engine per store
-and process; any other store (an HTTP tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL
-expiry.
+and process; any other store (an HTTP tracking server) through MLflow's REST API (:mod:`registry.rest`): a
+watermark in two calls, a change read as the versions updated since, a full load in one request.
 
 A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint, host
 and family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
@@ -239,7 +239,7 @@ class CandidateIndex:
         self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
         self._table_off_until = 0.0
         self.dialect = dialect_of(tracking_uri)
-        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (HTTP reloads at every TTL)
+        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (said once per change)
 
     def snapshot(self, model_name: str) -> Snapshot:
         now = time.monotonic()
@@ -294,12 +294,14 @@ class CandidateIndex:
             if snap is not None and fresh_enough and mark is not None and mark == snap.watermark:
                 snap.checked = now
                 return snap
-            if snap is not None and fresh_enough and snap.rows is not None and self.dialect in _TAGS_SQL:
-                new = self._delta(model_name, snap, mark, now)
-            else:
-                new = None
+            new = None
+            if snap is not None and fresh_enough and snap.rows is not None:
+                if self.dialect in _TAGS_SQL:
+                    new = self._delta(model_name, snap, mark, now)
+                elif self.dialect is None:
+                    new = self._delta_rest(model_name, snap, mark, now)
             if new is None:
-                candidates, aliases, rows = self._load(model_name)
+                candidates, aliases, rows = self._load(model_name, mark)
                 self.loads += 1
                 new = Snapshot(candidates, aliases, mark, now, now, rows=rows)
             with self._guard:
@@ -482,7 +484,9 @@ class CandidateIndex:
 
     def _watermark(self, model_name: str, conn: Any = None) -> Hashable | None:
         if self.dialect is None:
-            return None  # no cheap watermark over HTTP: every TTL expiry reloads
+            from registry import rest
+
+            return rest.watermark(self._client(), model_name)  # two REST calls
         if conn is None:
             with self.engine.connect() as own:
                 return self._watermark(model_name, own)
@@ -493,7 +497,7 @@ class CandidateIndex:
         aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
         return (*row, aliases)
 
-    def _load(self, model_name: str) -> tuple[list[Candidate], dict[str, str], Rows | None]:
+    def _load(self, model_name: str, mark: Hashable = None) -> tuple[list[Candidate], dict[str, str], Rows | None]:
         if self.dialect in _TAGS_SQL:
             try:
                 with self.engine.connect() as conn:
@@ -503,8 +507,8 @@ class CandidateIndex:
             except Exception as exc:  # an MLflow schema we do not know: the client path is always right, only slower
                 log.warning("fast SQL read of %s failed (%s); falling back to MlflowClient", model_name, exc)
                 self.dialect = None
-        candidates, aliases = self._load_client(model_name)
-        return candidates, aliases, None
+                mark = None  # read again by the client, for its aliases
+        return self._load_client(model_name, mark)
 
     def _aliases(self, conn: Any, model_name: str) -> dict[str, str]:
         import sqlalchemy as sa
@@ -569,6 +573,22 @@ class CandidateIndex:
             log.warning("delta refresh of %s failed (%s); reloading in full", model_name, exc)
             return None
         aliases = {a: str(v) for a, v in mark[-1]} if isinstance(mark, tuple) else {}  # the watermark read them
+        return self._merged(snap, old, changed, fresh, aliases, mark, now)
+
+    def _merged(
+        self,
+        snap: Snapshot,
+        old: Rows,
+        changed: set[int],
+        fresh: Rows,
+        aliases: dict[str, str],
+        mark: Hashable,
+        now: float,
+    ) -> Snapshot:
+        """The snapshot (its rows ``old``) with the ``changed`` versions replaced by what ``fresh`` read of them.
+
+        A changed version ``fresh`` does not hold is gone (deleted, or no longer usable).
+        """
         by_version = old.by_version.copy()
         gone = [c for v in changed if (c := by_version.pop(v, None)) is not None]
         came = [fresh.by_version[v] for v in sorted(fresh.by_version)]
@@ -593,36 +613,55 @@ class CandidateIndex:
             candidates = in_version_order(by_version)
         return Snapshot(candidates, aliases, mark, snap.loaded, now, ranked=ranked, rows=rows)
 
-    # -- any store (HTTP tracking server) -----------------------------------------------------------------------
+    # -- any store (HTTP tracking server): MLflow's REST API (registry.rest) -------------------------------------
 
-    def _load_client(self, model_name: str) -> tuple[list[Candidate], dict[str, str]]:
-        from mlflow.exceptions import MlflowException
+    def _load_client(self, model_name: str, mark: Hashable = None) -> tuple[list[Candidate], dict[str, str], Rows]:
+        """Every version in one request; the aliases those the watermark just read (else read with it)."""
+        from registry import rest
 
         client = self._client()
-        out: list[Candidate] = []
-        uncarded: list[str] = []
-        token = None
-        while True:
-            page = client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
-            for mv in page:
-                tags = mv.tags or {}
-                if mv.status == "READY" and usable(tags):
-                    c = candidate_from_tags(
-                        model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or ""
-                    )
-                    if c is None:
-                        uncarded.append(str(mv.version))
-                    else:
-                        out.append(c)
-            token = page.token
-            if not token:
-                break
+        rows = self._rows_rest(model_name, rest.every_version(client, model_name))
+        if not isinstance(mark, rest.Mark):
+            mark = rest.watermark(client, model_name)
+        aliases = dict(mark.aliases) if isinstance(mark, rest.Mark) else {}
+        return in_version_order(rows.by_version), aliases, rows
+
+    def _rows_rest(self, model_name: str, versions: list[Any]) -> Rows:
+        """What ``_read_sql`` makes of versions, from ``ModelVersion`` entities (live ones: searches hide the rest)."""
+        rows, uncarded = Rows({}), []
+        for mv in versions:
+            version, tags = int(mv.version), mv.tags or {}
+            rows.max_updated = max(rows.max_updated, int(mv.last_updated_timestamp or 0))
+            rows.top = max(rows.top, version)
+            (rows.done if tags.get(names.TAG_CARD) else rows.pending).add(version)
+            if mv.status == "READY" and usable(tags):
+                uri = mv.source or ""
+                c = candidate_from_tags(model_name, str(version), mv.run_id, mv.creation_timestamp, tags, uri)
+                if c is None:
+                    uncarded.append(str(version))
+                else:
+                    rows.by_version[version] = c
         self._warn(model_name, uncarded)
+        return rows
+
+    def _delta_rest(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:
+        """Only the versions updated since the snapshot's newest update read again; None: reload in full."""
+        from registry import rest
+
+        old = snap.rows
+        if old is None or not isinstance(mark, rest.Mark) or not isinstance(snap.watermark, rest.Mark):
+            return None
+        if rest.unexplained(snap.watermark, mark):
+            return None  # a version was deleted: which one, no REST call says
         try:
-            aliases = dict(client.get_registered_model(model_name).aliases or {})
-        except MlflowException:
-            aliases = {}
-        return sorted(out, key=lambda c: int(c.version)), {a: str(v) for a, v in aliases.items()}
+            versions = rest.changed(self._client(), model_name, old.max_updated, MAX_DELTA)
+        except Exception as exc:  # a failed delta is retried as a full reload
+            log.warning("delta refresh of %s failed (%s); reloading in full", model_name, exc)
+            return None
+        if versions is None:
+            return None
+        fresh = self._rows_rest(model_name, versions)
+        return self._merged(snap, old, {int(mv.version) for mv in versions}, fresh, dict(mark.aliases), mark, now)
 
 
 @dataclass
