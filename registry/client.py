@@ -122,7 +122,7 @@ class Registry:
                 if hit is not None:
                     light.answers[key] = hit
             if hit is not None:
-                if self.prefetch:
+                if self.prefetch or self.index.over_http:  # over HTTP an answer read again costs seconds: deltas
                     self.index.prefetch(model)
                 return hit
         snap = self.index.snapshot(model)

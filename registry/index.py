@@ -311,10 +311,18 @@ class CandidateIndex:
 
     @property
     def computes_in_store(self) -> bool:
-        """A cold ``get_best`` can be computed in this store (see :meth:`best_in_store`)."""
+        """A cold ``get_best`` can be computed in this store (see :meth:`best_in_store`).
+
+        SQL stores in SQL (:mod:`registry.pushdown`); a tracking server from its operating point's versions alone
+        (:func:`registry.rest.at_point`).
+        """
         from registry import pushdown
 
-        return self.dialect in pushdown.DIALECTS
+        return self.dialect in pushdown.DIALECTS or self.over_http
+
+    @property
+    def over_http(self) -> bool:
+        return self.dialect is None and self.tracking_uri.startswith(("http://", "https://"))
 
     def loaded(self, model_name: str) -> bool:
         """The model's index is in memory (of any age): ``get_best`` answers from it, refreshing as needed."""
@@ -392,8 +400,33 @@ class CandidateIndex:
         cnnselect's table (:mod:`registry.table`) is current.
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
+        if self.over_http:
+            return self._best_rest(model_name, constraints, artifact_ok)
         got = self.settle_in_store(model_name, constraints, artifact_ok, watermark)
         return got.value if got is not None else None
+
+    def _best_rest(
+        self, model_name: str, constraints: Any, artifact_ok: Callable[[Candidate], bool]
+    ) -> tuple[Candidate, Any] | None:
+        """A runner target's best over the REST API: its operating point's versions read, ranked as the index ranks.
+
+        None when nothing there is feasible with its artifact in place: the index decides, and names the misses.
+        """
+        from registry import pushdown, rest
+
+        try:
+            versions = rest.at_point(self._client(), model_name, pushdown.point_prefix(constraints))
+        except Exception as exc:  # a filter the server refuses: the index decides
+            log.warning("get_best at the operating point of %s failed (%s); loading the index", model_name, exc)
+            return None
+        self.store_queries["rest"] = self.store_queries.get("rest", 0) + 1
+        pool = RankedPool.build(
+            in_version_order(self._rows_rest(model_name, versions, warn=False).by_version), constraints
+        )
+        for verdict in pool.feasible():
+            if artifact_ok(verdict.candidate):
+                return verdict.candidate, verdict
+        return None
 
     def settle_in_store(
         self,
@@ -626,7 +659,7 @@ class CandidateIndex:
         aliases = dict(mark.aliases) if isinstance(mark, rest.Mark) else {}
         return in_version_order(rows.by_version), aliases, rows
 
-    def _rows_rest(self, model_name: str, versions: list[Any]) -> Rows:
+    def _rows_rest(self, model_name: str, versions: list[Any], warn: bool = True) -> Rows:
         """What ``_read_sql`` makes of versions, from ``ModelVersion`` entities (live ones: searches hide the rest)."""
         rows, uncarded = Rows({}), []
         for mv in versions:
@@ -641,7 +674,8 @@ class CandidateIndex:
                     uncarded.append(str(version))
                 else:
                     rows.by_version[version] = c
-        self._warn(model_name, uncarded)
+        if warn:  # not for a part of the versions: the full load says it of all of them
+            self._warn(model_name, uncarded)
         return rows
 
     def _delta_rest(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:

@@ -14,6 +14,14 @@ newest one the index saw (that millisecond read again: a version read twice is h
 few. A full read (:func:`every_version`) is one request ordered by version number, as large as the server allows
 (200,000), so that no page boundary can skip a version while another writer deletes one.
 
+A cold ``get_best`` for a runner target reads only the versions at its operating point (:func:`at_point`: the card's
+first field, filtered on the server), then ranks them with the index's own selection: the same pool, so the same
+answer. Nothing in the REST API ranks versions by a figure of their card. ``search_logged_models`` filters and orders
+LoggedModels by their metrics on the server, but a version's figures are its card's (``names.TAG_CARD``), which
+need not be its LoggedModel's: several versions may share one LoggedModel (re-registered, or cloned as in the
+benchmark), a card is rewritten from the run's metrics by ``cnnselect add-cards``, and its status, fingerprint and
+host are the version's. An answer ranked there could differ from the index's; exactness comes first.
+
 What the REST API cannot tell, and what covers it:
 
 - a deleted version leaves every search and moves only the registered model's timestamp. When that timestamp is
@@ -29,6 +37,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from registry import names
 
 LOAD_PAGE = 200_000  # the most ``search_model_versions`` returns per request (mlflow.server.handlers)
 FIRST_PAGE = 16  # a change is a few versions: the first page of a delta holds them, one request
@@ -68,6 +78,24 @@ def every_version(client: Any, model_name: str) -> list[Any]:
         page = client.search_model_versions(
             _by_name(model_name), max_results=LOAD_PAGE, order_by=["version_number ASC"], page_token=token
         )
+        out += page
+        token = page.token
+        if not token:
+            return out
+
+
+def at_point(client: Any, model_name: str, prefix: str) -> list[Any]:
+    """The live versions whose card starts with ``prefix`` (an operating point): filtered on the server, one request.
+
+    ``LIKE`` reads ``_`` as any character and may ignore case: a superset, which the caller narrows exactly.
+    """
+    card = f"tags.`{names.TAG_CARD}` LIKE '{prefix}%'"
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(
+            f"{_by_name(model_name)} AND {card}", max_results=LOAD_PAGE, order_by=["version_number ASC"],
+            page_token=token,
+        )  # fmt: skip
         out += page
         token = page.token
         if not token:

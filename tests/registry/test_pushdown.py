@@ -26,6 +26,8 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
     model = names.registered_model_name(ds)
     seed = client.get_model_version(model, "1")
     base = dict(seed.tags)
+    # a tracking server checks a `models:/m-...` source against the LoggedModel named with it
+    logged = (seed.model_id or seed.source.rsplit("/", 1)[-1]) if reg.tracking_uri.startswith("http") else None
     for i in range(n):
         top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
         lat = round(rng.uniform(0.5, 30), 1)
@@ -58,7 +60,8 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
             names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
             names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
         }
-        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=names.version_tags(tags, metrics))
+        tags = names.version_tags(tags, metrics)
+        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags, model_id=logged)
         if rng.random() < 0.04:
             client.delete_model_version(model, mv.version)
 

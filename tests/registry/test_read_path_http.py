@@ -148,8 +148,10 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     reg = Registry(settings=http_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds, min_top1=0.55)
     calls = Calls(reg.client, monkeypatch)
-    assert reg.get_best(k).candidate.variant == "v29" and reg.index.loads == 1
-    assert ("search_model_versions", 200_000) in calls.take()  # the full load: one request
+    reg.candidates(ds)  # the index loaded (a cold get_best alone answers from its operating point's versions)
+    assert reg.index.loads == 1 and ("search_model_versions", 200_000) in calls.take()  # the full load: one request
+    assert reg.get_best(k).candidate.variant == "v29"
+    calls.take()
     for _ in range(3):
         assert reg.get_best(k).candidate.variant == "v29"
         made = calls.take()
@@ -185,3 +187,41 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     assert answer.candidate.version == later and answer.candidate.version != best
     reg.index.invalidate()
     assert best not in {c.version for c in reg.candidates(ds)}
+
+
+def test_a_cold_get_best_over_http_reads_its_point_and_equals_the_oracle(http_store: Settings, tiny_onnx) -> None:
+    """A cold runner-target answer over REST (its operating point's versions, filtered on the server, ranked as the
+    index ranks) is the brute-force selection's over every candidate, on 120 random constraint sets."""
+    import random
+
+    from registry import NoCandidatesError, NoFeasibleModelError
+    from registry.selection import select
+    from tests.registry.test_pushdown import random_constraints, seed_messy_versions
+
+    ds, rng = "http-oracle", random.Random(5)
+
+    def add(dataset: str, variant: str, **metrics: float) -> str:
+        return str(log_one(http_store, tiny_onnx, dataset, variant, **metrics).version)
+
+    oracle = Registry(settings=http_store, ttl_s=3600)
+    seed_messy_versions(oracle, add, ds, 60, rng)
+    candidates, model = oracle.candidates(ds), names.registered_model_name(ds)
+    cold = Registry(settings=http_store, ttl_s=3600)
+    answered = 0
+    for trial in range(120):
+        k = random_constraints(ds, rng)
+        try:
+            want: str | None = select(candidates, k)[0].candidate.version
+        except (NoCandidatesError, NoFeasibleModelError):
+            want = None
+        got = cold.index.best_in_store(model, k, lambda c: True)
+        assert (got[0].version if got else None) == want, (trial, k)
+        answered += got is not None
+    assert 10 <= answered <= 110 and cold.index.store_queries == {"rest": 120} and cold.index.loads == 0
+    k = Constraints(dataset=ds, min_top1=0.5)
+    answer = cold.get_best(k)  # through get_best: answered from the point, the index loaded behind it
+    assert answer.candidate.version == select(candidates, k)[0].candidate.version
+    deadline = time.monotonic() + 60
+    while not cold.index.loaded(model) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cold.index.loads == 1 and cold.get_best(k).candidate.version == answer.candidate.version
