@@ -212,14 +212,15 @@ class Registry:
         A local location (a path or ``file:`` URI, what SQLite and PostgreSQL stores with local artifacts hold) is
         checked with one ``stat`` on every call, so a warm answer never outlives its files. Anything else (served
         artifacts, object stores) is resolved through the registry (a deleted version is refused) and listed through
-        MLflow, at most once per ``ttl_s`` per version (``verified``, the snapshot's cache).
+        MLflow, once per snapshot and version (``verified``, the snapshot's cache: a new one whenever the registry
+        moved) and at least every ``max_age_s``: a refresh that finds nothing changed makes no call for it.
         """
         folder = local_dir(candidate.artifact_uri)
         if folder is not None:
             return os.path.isfile(os.path.join(folder, "MLmodel"))
         now = time.monotonic()
         seen = verified.get(candidate.version) if verified is not None else None
-        if seen is not None and now - seen[1] < self.ttl_s:
+        if seen is not None and now - seen[1] < max(self.ttl_s, self.max_age_s):
             return seen[0]
         ok = self._listed_ok(candidate)
         if verified is not None:

@@ -108,14 +108,16 @@ class Calls:
 
     def __init__(self, client: MlflowClient, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made: list[tuple[str, int | None]] = []
-        for name in ("search_model_versions", "search_registered_models", "get_registered_model"):
-            real = getattr(client, name)
+        methods = ("search_model_versions", "search_registered_models", "get_registered_model")
+        registry = client._get_registry_client()  # what Registry.artifact_ok asks for a version's artifact
+        for owner, name in [*((client, m) for m in methods), (registry, "get_model_version_download_uri")]:
+            real = getattr(owner, name)
 
             def counted(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
                 self.made.append((_name, kwargs.get("max_results")))
                 return _real(*args, **kwargs)
 
-            monkeypatch.setattr(client, name, counted)
+            monkeypatch.setattr(owner, name, counted)
 
     def take(self) -> list[tuple[str, int | None]]:
         out, self.made = self.made, []
@@ -151,8 +153,8 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     reg.candidates(ds)  # the index loaded (a cold get_best alone answers from its operating point's versions)
     assert reg.index.loads == 1 and ("search_model_versions", 200_000) in calls.take()  # the full load: one request
     assert reg.get_best(k).candidate.variant == "v29"
-    calls.take()
-    for _ in range(3):
+    assert ("get_model_version_download_uri", None) in calls.take()  # the answer's artifact, checked once
+    for _ in range(3):  # nothing changed: the watermark's two calls, the artifact not asked for again
         assert reg.get_best(k).candidate.variant == "v29"
         made = calls.take()
         assert sorted(name for name, _ in made) == ["search_model_versions", "search_registered_models"], made
