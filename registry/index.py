@@ -277,7 +277,8 @@ class CandidateIndex:
 
     def refreshing(self, model_name: str) -> bool:
         """A background refresh of the model (its index or its in-store answers) runs now."""
-        return any(m == model_name for _, m in self._refreshing)
+        with self._guard:  # the set changes in other threads
+            return any(m == model_name for _, m in self._refreshing)
 
     def _refresh(self, model_name: str) -> Snapshot:
         """The snapshot checked against the store (one loader per model at a time): kept, patched or reloaded."""
