@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -224,6 +225,8 @@ class CandidateIndex:
         self._client = client
         self.ttl_s, self.max_age_s, self.stale_s = ttl_s, max_age_s, stale_s
         self._refreshing: set[tuple[str, str]] = set()  # (kind, model) refreshed in the background now
+        self._workers: dict[str, queue.SimpleQueue[Any]] = {}  # model -> its refresher thread's jobs
+        self._pid = os.getpid()
         self.background_refreshes = 0  # started (observable in tests and the bench)
         self._snapshots: dict[str, Snapshot] = {}
         self._light: dict[str, Light] = {}
@@ -252,28 +255,39 @@ class CandidateIndex:
         return self._refresh(model_name)
 
     def _in_background(self, kind: str, model_name: str, refresh: Callable[[str], Any]) -> None:
-        """Run ``refresh(model_name)`` in a daemon thread unless one of this kind already runs for the model.
+        """Queue ``refresh(model_name)`` for the model's refresher thread unless one of this kind is queued or runs.
 
-        Single flight: a refresh outlasting the TTL starts no second one; readers keep the last answer meanwhile. A
-        failure is logged, and the next reader past the TTL tries again.
+        Single flight: a refresh outlasting the TTL starts no second one; readers keep the last answer meanwhile. The
+        reader only puts a job on a queue (a thread started per call would make it wait for the start). A failure is
+        logged, and the next reader past the TTL tries again.
         """
         key = (kind, model_name)
         with self._guard:
+            if self._pid != os.getpid():  # a forked child: its parent's threads and jobs are not here
+                self._pid, self._refreshing, self._workers = os.getpid(), set(), {}
             if key in self._refreshing:
                 return
             self._refreshing.add(key)
             self.background_refreshes += 1
+            jobs = self._workers.get(model_name)
+            if jobs is None:
+                jobs = self._workers[model_name] = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._work, args=(jobs,), name=f"cnnselect-refresh-{model_name}", daemon=True
+                ).start()  # once per model and process
+        jobs.put((key, refresh))
 
-        def run() -> None:
+    def _work(self, jobs: queue.SimpleQueue[tuple[tuple[str, str], Callable[[str], Any]]]) -> None:
+        """A model's refresher thread: its queued refreshes, one at a time, for the life of the process."""
+        while True:
+            key, refresh = jobs.get()
             try:
-                refresh(model_name)
+                refresh(key[1])
             except Exception as exc:  # the store went away: readers keep the last answer up to stale_s
-                log.warning("background refresh (%s) of %s failed (%s)", kind, model_name, exc)
+                log.warning("background refresh (%s) of %s failed (%s)", key[0], key[1], exc)
             finally:
                 with self._guard:
                     self._refreshing.discard(key)
-
-        threading.Thread(target=run, name=f"cnnselect-refresh-{kind}-{model_name}", daemon=True).start()
 
     def refreshing(self, model_name: str) -> bool:
         """A background refresh of the model (its index or its in-store answers) runs now."""
