@@ -321,7 +321,9 @@ def start_server(db_uri: str, home: Path) -> tuple[subprocess.Popen, str]:
     argv = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db_uri,
             "--artifacts-destination", str(home / "served"), "--serve-artifacts", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1"]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # no job execution: its worker processes (GenAI scoring, trace archival) start some 15 s after the server and
+    # take a core of a small VM while the reads are timed
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
