@@ -1,4 +1,4 @@
-"""get_best with many registered versions, warm and cold, side by side with the naive way, on SQLite and PostgreSQL.
+"""get_best with many registered versions, warm and cold, beside the naive way: SQLite, PostgreSQL, a tracking server.
 
 Setup (not timed): a fresh store per backend, one real evaluation logged and registered, then N versions cloned from
 it through ``MlflowClient.create_model_version`` (real versions with the same tags the pipeline writes, varied
@@ -25,8 +25,12 @@ loaded (``candidates()``, ``explain()``, promotion) answers from it. Timed, each
 - naive: ``search_model_versions`` paged over every version, figures read from their cards, then the same pure
   selection (what ``get_best`` did before the index), MLflow's store already built.
 
-    .venv/bin/python -m bench.bench_get_best            # 10,000 versions, sqlite and postgresql
+    .venv/bin/python -m bench.bench_get_best            # 10,000 versions, sqlite, postgresql and http
     .venv/bin/python -m bench.bench_get_best --quick    # 500 versions, to prove it works
+    .venv/bin/python -m bench.bench_get_best --quick --stores http --quick-versions 300 --no-write
+
+``http``: the same seed written to SQLite, then served by ``mlflow server`` (one worker) on a loopback port; every
+read through MLflow's REST API (``registry.rest``). See ``bench_http``.
 """
 
 from __future__ import annotations
@@ -268,10 +272,10 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
         holder: dict[str, Registry] = {}
         samples["cold_process"] = timed(lambda: holder["reg"].get_best(k), reps, before=fresh_registry)
         assert holder["reg"].index.loads == 0, "cold_process loaded the index"
-        expiring = Registry(settings=settings, ttl_s=0)
+        expiring = Registry(settings=settings, ttl_s=0, stale_s=0)  # each call waits for what its refresh reads
         expiring.get_best(k)
         samples["ttl_refresh"] = timed(lambda: expiring.get_best(k), reps * 3)
-        expiring_indexed = Registry(settings=settings, ttl_s=0)
+        expiring_indexed = Registry(settings=settings, ttl_s=0, stale_s=0)
         expiring_indexed.candidates(DATASET)
         expiring_indexed.get_best(k)
         mlflow.set_tracking_uri(uri)  # MLflow resolves a `models:/m-...` source through the global tracking URI
@@ -306,6 +310,138 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
     return row
 
 
+def start_server(db_uri: str, home: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` (one worker, served artifacts) on a free loopback port over ``db_uri``; it and its URL."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", db_uri,
+            "--artifacts-destination", str(home / "served"), "--serve-artifacts", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1"]  # fmt: skip
+    # no job execution: its worker processes (GenAI scoring, trace archival) start some 15 s after the server and
+    # take a core of a small VM while the reads are timed
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    stop_server(proc)
+    raise RuntimeError(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bench_http(n: int, reps: int) -> dict[str, object]:
+    """The same seed in SQLite, served by `mlflow server`; every read through MLflow's REST API (registry.rest).
+
+    - cold: ``invalidate()`` then ``get_best``: the operating point's versions read (filtered on the server);
+    - index_load: the full index load, one request; ttl_refresh: the index loaded, TTL expired, nothing changed (two
+      REST calls); changed_index: one more version, then ``get_best`` (the versions updated since, one short page);
+    - stale_read: a ``get_best`` past the TTL after a change (``stale_s``): it starts the refresh in the background
+      and returns the last answer at once;
+    - naive: ``search_model_versions`` paged by 1000 over every version (what the index did before).
+    """
+    from mlflow import MlflowClient
+
+    from registry import names
+    from registry.client import Registry
+    from registry.constraints import Constraints
+    from registry.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix="cnnselect-bench-http-"))
+    db = f"sqlite:///{home / 'mlflow.db'}"
+    proc = None
+    try:
+        seed_s, base_tags, source, run_id = seed(db, home, n, 1)  # in the database directly: the server serves it
+        proc, uri = start_server(db, home)
+        settings = Settings(home=home, tracking_uri=uri)
+        k = Constraints(dataset=DATASET, max_latency_ms=20, min_top1=0.8, max_params_m=50)
+        model = names.registered_model_name(DATASET)
+        reg = Registry(settings=settings, ttl_s=3600)
+        t = time.perf_counter()
+        want = reg.get_best(k).candidate.version
+        first = time.perf_counter() - t
+        assert reg.index.store_queries == {"rest": 1}, reg.index.store_queries
+        assert naive_get_best(uri, k) == want, "naive and REST answers differ"
+        indexed = Registry(settings=settings, ttl_s=3600)
+        indexed.candidates(DATASET)
+        assert indexed.get_best(k).candidate.version == want, "index and REST answers differ"
+        samples = {"warm": timed(lambda: indexed.get_best(k), reps * 100)}
+        cold = Registry(settings=settings, ttl_s=3600)  # no prefetch behind it: each cold answer from the point
+        cold.index.prefetch = lambda model_name: None  # type: ignore[method-assign]
+        samples["cold"] = timed(lambda: cold.get_best(k), reps, before=lambda: cold.invalidate(DATASET))
+        samples["index_load"] = timed(
+            lambda: indexed.candidates(DATASET), max(2, reps // 3), before=lambda: indexed.invalidate(DATASET)
+        )
+        expiring = Registry(settings=settings, ttl_s=0, stale_s=0)  # each call checks, and waits for what it reads
+        expiring.candidates(DATASET)
+        expiring.get_best(k)
+        samples["ttl_refresh"] = timed(lambda: expiring.get_best(k), reps * 3)
+        client = MlflowClient(uri)
+        extra = iter(range(n, n + 4 * reps))
+        logged = source.rsplit("/", 1)[-1]
+
+        def add_version() -> None:
+            tags = version_tags(base_tags, next(extra))
+            client.create_model_version(model, source, run_id, tags, model_id=logged)
+
+        samples["changed_index"] = timed(lambda: expiring.get_best(k), reps, before=add_version)
+        assert expiring.index.loads == 1 and expiring.index.deltas >= reps, "a change was no delta"
+        stale = Registry(settings=settings, ttl_s=0.2, stale_s=60)
+        stale.candidates(DATASET)
+
+        def expire_after_a_change() -> None:  # the last refresh done and its answer cached, then a change, TTL past
+            while stale.index.refreshing(model):
+                time.sleep(0.001)
+            stale.index._refresh(model)  # in this thread: the next call is within the TTL and caches its answer
+            stale.get_best(k)
+            add_version()
+            time.sleep(0.25)
+
+        samples["stale_read"] = timed(lambda: stale.get_best(k), reps, before=expire_after_a_change)
+        assert stale.index.background_refreshes >= reps, "a read past the TTL started no background refresh"
+        naive = timed(lambda: naive_get_best(uri, k), 1)
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        shutil.rmtree(home, ignore_errors=True)
+    row: dict[str, object] = {"store": "http", "versions": n, "seed_s": round(seed_s, 1), "first_ms": first * 1e3}
+    for name, s in {**samples, "naive": naive}.items():
+        row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = ms(s)
+    return row
+
+
+def verdict_http(row: dict[str, object]) -> str:
+    def mark(name: str, limit: float) -> str:
+        v = float(row[f"{name}_p50_ms"])  # type: ignore[arg-type]
+        return f"{name} {v:.3g} ms {'meets' if v <= limit else 'MISSES'} {limit:g} ms"
+
+    return (
+        f"http: {mark('warm', 1)}; {mark('ttl_refresh', 50)}; {mark('cold', 1000)}; changed_index "
+        f"{float(row['changed_index_p50_ms']):.3g} ms; stale_read {float(row['stale_read_p50_ms']):.3g} ms "  # type: ignore[arg-type]
+        f"(naive {float(row['naive_p50_ms']):.3g} ms)"  # type: ignore[arg-type]
+    )
+
+
 def verdict(row: dict[str, object]) -> str:
     def mark(name: str, limit: float) -> str:
         v = float(row[f"{name}_p50_ms"])  # type: ignore[arg-type]
@@ -327,20 +463,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="500 versions, fewer repetitions")
     p.add_argument("--versions", type=int, default=10_000)
-    p.add_argument("--stores", default="sqlite,postgresql")
+    p.add_argument("--stores", default="sqlite,postgresql,http")
+    p.add_argument("--quick-versions", type=int, default=500, help="versions with --quick")
     p.add_argument("--workers", type=int, default=8, help="seeding threads on PostgreSQL")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
     args = p.parse_args(argv)
     from registry import names
 
-    n, reps = (500, 5) if args.quick else (args.versions, 15)
+    n, reps = (args.quick_versions, 5) if args.quick else (args.versions, 15)
     load_before = os.getloadavg()[0]
-    rows = [bench(kind, n, args.workers, reps) for kind in args.stores.split(",")]
+    kinds = args.stores.split(",")
+    rows = [bench(kind, n, args.workers, reps) for kind in kinds if kind != "http"]
+    http_rows = [bench_http(n, reps)] if "http" in kinds else []
     load_after = os.getloadavg()[0]
     cols = ["store", "versions", "warm_p50_ms", "warm_p99_ms", "ttl_refresh_p50_ms", "changed_store_p50_ms",
             "changed_index_p50_ms", "cold_p50_ms", "cold_card_p50_ms", "cold_process_p50_ms",
             "index_load_p50_ms", "tag_rows_p50_ms", "new_process_imports_ms", "new_process_first_ms",
             "new_process_wall_ms", "naive_p50_ms", "first_ms", "seed_s"]  # fmt: skip
+    http_cols = ["store", "versions", "warm_p50_ms", "warm_p99_ms", "ttl_refresh_p50_ms", "changed_index_p50_ms",
+                 "stale_read_p50_ms", "cold_p50_ms", "index_load_p50_ms", "naive_p50_ms", "first_ms"]  # fmt: skip
     host_cols = ["store", "versions", "warm_p50_ms", "host_warm_p50_ms", "cold_p50_ms", "host_cold_p50_ms",
                  "changed_store_p50_ms", "host_changed_store_p50_ms", "changed_index_p50_ms",
                  "host_changed_index_p50_ms"]  # fmt: skip
@@ -351,6 +492,23 @@ def main(argv: list[str] | None = None) -> int:
             "`cpu`, the same budgets:\n\n" + table(rows, host_cols),
             "Targets (PostgreSQL, 10,000 versions): warm p50 <= 1 ms, cold <= 50 ms. Against them:\n\n"
             + "\n".join(f"- {verdict(r)}" for r in rows),
+            *(
+                [
+                    "Over HTTP (`mlflow server`, one worker, SQLite behind it, the same seed; every read through "
+                    "MLflow's REST API, `registry.rest`) beside the SQL stores:\n\n"
+                    + table([*rows, *http_rows], http_cols)
+                    + "\n\nTargets over HTTP: cold <= 1 s, ttl_refresh <= 50 ms, warm p50 <= 1 ms. Against them:\n\n"
+                    + "\n".join(f"- {verdict_http(r)}" for r in http_rows)
+                    + "\n\nOver HTTP, cold is the operating point's versions read (filtered on the server by the "
+                    "card's first field, one request) and ranked as the index ranks; index_load every version in one "
+                    "request; ttl_refresh two REST calls (`search_registered_models` by name, the newest version "
+                    "update); changed_index the versions updated since, one short page; stale_read a `get_best` past "
+                    "the TTL with `stale_s` while that change is read in the background (the last answer at once); "
+                    "naive `search_model_versions` paged by 1000 over every version, then the pure selection."
+                ]
+                if http_rows
+                else []
+            ),
             "What each column times (p50 over repeated calls; warm over 100x as many). A Registry whose index is not "
             "loaded computes `get_best` in the store (`registry.pushdown`: one SQL query, filters implied by "
             "feasibility, objective order, a page of versions judged exactly in Python; on PostgreSQL it scans "

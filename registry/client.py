@@ -30,6 +30,7 @@ class Registry:
     """Candidates from the MLflow model registry, served from an in-process index (see :mod:`registry.index`).
 
     The client and the index are created lazily, so the object pickles (into Airflow tasks, worker processes).
+    A refresh never blocks a reader that has an answer: see ``stale_s`` and :mod:`registry.index`.
     """
 
     def __init__(
@@ -41,10 +42,14 @@ class Registry:
         max_age_s: float = 60.0,
         teams_dir: str | Path | None = None,
         prefetch: bool = False,
+        stale_s: float = 30.0,
     ) -> None:
         self.settings = settings or Settings()
         self.tracking_uri = tracking_uri or self.settings.resolved_tracking_uri
         self.ttl_s, self.max_age_s, self.teams_dir = ttl_s, max_age_s, teams_dir or self.settings.teams_dir
+        # past ttl_s, the last answer is served for up to stale_s more while one refresh runs in the background;
+        # 0: the reader past the TTL refreshes and waits (read-your-writes within ttl_s, what tests of a change use)
+        self.stale_s = stale_s
         self.prefetch = prefetch  # after an answer computed in the store, load the index in the background
         self._client: Any = None
         self._index: CandidateIndex | None = None
@@ -72,7 +77,9 @@ class Registry:
         if self._index is None:
             with self._lock:
                 if self._index is None:
-                    self._index = CandidateIndex(self.tracking_uri, lambda: self.client, self.ttl_s, self.max_age_s)
+                    self._index = CandidateIndex(
+                        self.tracking_uri, lambda: self.client, self.ttl_s, self.max_age_s, self.stale_s
+                    )
         return self._index
 
     def invalidate(self, dataset: str | None = None) -> None:
@@ -115,7 +122,7 @@ class Registry:
                 if hit is not None:
                     light.answers[key] = hit
             if hit is not None:
-                if self.prefetch:
+                if self.prefetch or self.index.over_http:  # over HTTP an answer read again costs seconds: deltas
                     self.index.prefetch(model)
                 return hit
         snap = self.index.snapshot(model)
@@ -204,15 +211,16 @@ class Registry:
 
         A local location (a path or ``file:`` URI, what SQLite and PostgreSQL stores with local artifacts hold) is
         checked with one ``stat`` on every call, so a warm answer never outlives its files. Anything else (served
-        artifacts, object stores) is listed through MLflow, at most once per ``ttl_s`` per version (``verified``,
-        the snapshot's cache).
+        artifacts, object stores) is resolved through the registry (a deleted version is refused) and listed through
+        MLflow, once per snapshot and version (``verified``, the snapshot's cache: a new one whenever the registry
+        moved) and at least every ``max_age_s``: a refresh that finds nothing changed makes no call for it.
         """
         folder = local_dir(candidate.artifact_uri)
         if folder is not None:
             return os.path.isfile(os.path.join(folder, "MLmodel"))
         now = time.monotonic()
         seen = verified.get(candidate.version) if verified is not None else None
-        if seen is not None and now - seen[1] < self.ttl_s:
+        if seen is not None and now - seen[1] < max(self.ttl_s, self.max_age_s):
             return seen[0]
         ok = self._listed_ok(candidate)
         if verified is not None:
@@ -224,13 +232,13 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            uri = candidate.artifact_uri
-            if not uri or uri.startswith("models:"):  # a logged model's URI (what a tracking server returns as source)
-                # the registry client directly: MlflowClient's method first fetches the registered model, which
-                # makes the server read every version of it (O(versions) per check)
-                registry = getattr(self.client, "_get_registry_client", None)
-                source = registry() if registry is not None else self.client
-                uri = source.get_model_version_download_uri(candidate.model_name, candidate.version)
+            # always through the registry, whatever the source: it refuses a deleted version, which a search no longer
+            # shows but the index may still hold (registry.rest); a logged model's `models:/m-...` source resolved.
+            # The registry client directly: MlflowClient's method first fetches the registered model, which makes
+            # the server read every version of it (O(versions) per check)
+            registry = getattr(self.client, "_get_registry_client", None)
+            source = registry() if registry is not None else self.client
+            uri = source.get_model_version_download_uri(candidate.model_name, candidate.version)
             files = mlflow.artifacts.list_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
         except (MlflowException, OSError):
             return False

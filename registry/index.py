@@ -4,9 +4,13 @@ Within ``ttl_s`` of the last check a read touches no database. After it, one che
 model's last update, highest version, versions carrying their card, aliases) decides whether anything changed; if
 so, only the versions that changed are read again (a *delta*: versions numbered above the highest seen, newly deleted
 ones, those whose card appeared since, the last updated). No clock is compared across writers. ``max_age_s`` forces a
-full reload regardless, which catches tag edits the watermark cannot see. SQL stores (SQLite, PostgreSQL, MySQL) are
-read with plain queries over MLflow's tables through one engine per store and process; any other store (an HTTP
-tracking server) through ``MlflowClient`` pages, reloaded in full at each TTL expiry.
+full reload regardless, which catches tag edits the watermark cannot see. A refresh never blocks a reader that has
+an answer: past the TTL, the first reader starts one refresh in a background thread (single flight per model: one
+that outlasts the TTL starts no second) and every reader gets the last snapshot at once, for up to ``stale_s`` past
+the TTL; after that (or with ``stale_s`` 0) a reader waits for the refresh, so no answer is ever older than that.
+SQL stores (SQLite, PostgreSQL, MySQL) are read with plain queries over MLflow's tables through one engine per store
+and process; any other store (an HTTP tracking server) through MLflow's REST API (:mod:`registry.rest`): a
+watermark in two calls, a change read as the versions updated since, a full load in one request.
 
 A candidate is built from a handful of tags (``names.INDEX_TAGS``): its figures, operating point, fingerprint, host
 and family come from its card (``names.TAG_CARD``) alone. A version whose card is missing or unreadable (registered
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -209,11 +214,20 @@ class CandidateIndex:
     """Thread-safe: readers share immutable snapshots; one loader per model at a time."""
 
     def __init__(
-        self, tracking_uri: str, client: Callable[[], Any], ttl_s: float = 2.0, max_age_s: float = 60.0
+        self,
+        tracking_uri: str,
+        client: Callable[[], Any],
+        ttl_s: float = 2.0,
+        max_age_s: float = 60.0,
+        stale_s: float = 0.0,
     ) -> None:
         self.tracking_uri = tracking_uri
         self._client = client
-        self.ttl_s, self.max_age_s = ttl_s, max_age_s
+        self.ttl_s, self.max_age_s, self.stale_s = ttl_s, max_age_s, stale_s
+        self._refreshing: set[tuple[str, str]] = set()  # (kind, model) refreshed in the background now
+        self._workers: dict[str, queue.SimpleQueue[Any]] = {}  # model -> its refresher thread's jobs
+        self._pid = os.getpid()
+        self.background_refreshes = 0  # started (observable in tests and the bench)
         self._snapshots: dict[str, Snapshot] = {}
         self._light: dict[str, Light] = {}
         # apart from the loaders' locks: a cold answer never waits on a full load
@@ -228,13 +242,60 @@ class CandidateIndex:
         self.table_syncs = self.table_rows = 0  # updates of cnnselect's table made here, rows written (registry.table)
         self._table_off_until = 0.0
         self.dialect = dialect_of(tracking_uri)
-        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (HTTP reloads at every TTL)
+        self._uncarded: dict[str, list[str]] = {}  # model -> versions last warned about (said once per change)
 
     def snapshot(self, model_name: str) -> Snapshot:
         now = time.monotonic()
         snap = self._snapshots.get(model_name)
         if snap is not None and now - snap.checked < self.ttl_s:
             return snap  # the hot path: no lock, no I/O
+        if snap is not None and now - snap.checked < self.ttl_s + self.stale_s:
+            self._in_background("index", model_name, self._refresh)
+            return snap  # the last answer at once; the refresh swaps a new snapshot in when it is done
+        return self._refresh(model_name)
+
+    def _in_background(self, kind: str, model_name: str, refresh: Callable[[str], Any]) -> None:
+        """Queue ``refresh(model_name)`` for the model's refresher thread unless one of this kind is queued or runs.
+
+        Single flight: a refresh outlasting the TTL starts no second one; readers keep the last answer meanwhile. The
+        reader only puts a job on a queue (a thread started per call would make it wait for the start). A failure is
+        logged, and the next reader past the TTL tries again.
+        """
+        key = (kind, model_name)
+        with self._guard:
+            if self._pid != os.getpid():  # a forked child: its parent's threads and jobs are not here
+                self._pid, self._refreshing, self._workers = os.getpid(), set(), {}
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+            self.background_refreshes += 1
+            jobs = self._workers.get(model_name)
+            if jobs is None:
+                jobs = self._workers[model_name] = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._work, args=(jobs,), name=f"cnnselect-refresh-{model_name}", daemon=True
+                ).start()  # once per model and process
+        jobs.put((key, refresh))
+
+    def _work(self, jobs: queue.SimpleQueue[tuple[tuple[str, str], Callable[[str], Any]]]) -> None:
+        """A model's refresher thread: its queued refreshes, one at a time, for the life of the process."""
+        while True:
+            key, refresh = jobs.get()
+            try:
+                refresh(key[1])
+            except Exception as exc:  # the store went away: readers keep the last answer up to stale_s
+                log.warning("background refresh (%s) of %s failed (%s)", key[0], key[1], exc)
+            finally:
+                with self._guard:
+                    self._refreshing.discard(key)
+
+    def refreshing(self, model_name: str) -> bool:
+        """A background refresh of the model (its index or its in-store answers) runs now."""
+        with self._guard:  # the set changes in other threads
+            return any(m == model_name for _, m in self._refreshing)
+
+    def _refresh(self, model_name: str) -> Snapshot:
+        """The snapshot checked against the store (one loader per model at a time): kept, patched or reloaded."""
         with self._guard:
             lock = self._locks.setdefault(model_name, threading.Lock())
         with lock:
@@ -248,12 +309,14 @@ class CandidateIndex:
             if snap is not None and fresh_enough and mark is not None and mark == snap.watermark:
                 snap.checked = now
                 return snap
-            if snap is not None and fresh_enough and snap.rows is not None and self.dialect in _TAGS_SQL:
-                new = self._delta(model_name, snap, mark, now)
-            else:
-                new = None
+            new = None
+            if snap is not None and fresh_enough and snap.rows is not None:
+                if self.dialect in _TAGS_SQL:
+                    new = self._delta(model_name, snap, mark, now)
+                elif self.dialect is None:
+                    new = self._delta_rest(model_name, snap, mark, now)
             if new is None:
-                candidates, aliases, rows = self._load(model_name)
+                candidates, aliases, rows = self._load(model_name, mark)
                 self.loads += 1
                 new = Snapshot(candidates, aliases, mark, now, now, rows=rows)
             with self._guard:
@@ -263,21 +326,39 @@ class CandidateIndex:
 
     @property
     def computes_in_store(self) -> bool:
-        """A cold ``get_best`` can be computed in this store (see :meth:`best_in_store`)."""
+        """A cold ``get_best`` can be computed in this store (see :meth:`best_in_store`).
+
+        SQL stores in SQL (:mod:`registry.pushdown`); a tracking server from its operating point's versions alone
+        (:func:`registry.rest.at_point`).
+        """
         from registry import pushdown
 
-        return self.dialect in pushdown.DIALECTS
+        return self.dialect in pushdown.DIALECTS or self.over_http
+
+    @property
+    def over_http(self) -> bool:
+        return self.dialect is None and self.tracking_uri.startswith(("http://", "https://"))
 
     def loaded(self, model_name: str) -> bool:
         """The model's index is in memory (of any age): ``get_best`` answers from it, refreshing as needed."""
         return model_name in self._snapshots
 
     def light(self, model_name: str) -> Light:
-        """The answers computed in the store for this model, dropped when the watermark moves (TTL as above)."""
+        """The answers computed in the store for this model, dropped when the watermark moves (TTL as above).
+
+        Past the TTL, a light entry holding answers is served as it is while its watermark is checked in the
+        background (within ``stale_s``), as a snapshot is.
+        """
         now = time.monotonic()
         lt = self._light.get(model_name)
         if lt is not None and now - lt.checked < self.ttl_s:
             return lt
+        if lt is not None and lt.answers and now - lt.checked < self.ttl_s + self.stale_s:
+            self._in_background("light", model_name, self._refresh_light)
+            return lt
+        return self._refresh_light(model_name)
+
+    def _refresh_light(self, model_name: str) -> Light:
         with self._guard:
             lock = self._light_locks.setdefault(model_name, threading.Lock())
         with lock:
@@ -334,8 +415,33 @@ class CandidateIndex:
         cnnselect's table (:mod:`registry.table`) is current.
         None when the store cannot (not SQL, or anything unusual): the caller loads the index.
         """
+        if self.over_http:
+            return self._best_rest(model_name, constraints, artifact_ok)
         got = self.settle_in_store(model_name, constraints, artifact_ok, watermark)
         return got.value if got is not None else None
+
+    def _best_rest(
+        self, model_name: str, constraints: Any, artifact_ok: Callable[[Candidate], bool]
+    ) -> tuple[Candidate, Any] | None:
+        """A runner target's best over the REST API: its operating point's versions read, ranked as the index ranks.
+
+        None when nothing there is feasible with its artifact in place: the index decides, and names the misses.
+        """
+        from registry import pushdown, rest
+
+        try:
+            versions = rest.at_point(self._client(), model_name, pushdown.point_prefix(constraints))
+        except Exception as exc:  # a filter the server refuses: the index decides
+            log.warning("get_best at the operating point of %s failed (%s); loading the index", model_name, exc)
+            return None
+        self.store_queries["rest"] = self.store_queries.get("rest", 0) + 1
+        pool = RankedPool.build(
+            in_version_order(self._rows_rest(model_name, versions, warn=False).by_version), constraints
+        )
+        for verdict in pool.feasible():
+            if artifact_ok(verdict.candidate):
+                return verdict.candidate, verdict
+        return None
 
     def settle_in_store(
         self,
@@ -426,7 +532,9 @@ class CandidateIndex:
 
     def _watermark(self, model_name: str, conn: Any = None) -> Hashable | None:
         if self.dialect is None:
-            return None  # no cheap watermark over HTTP: every TTL expiry reloads
+            from registry import rest
+
+            return rest.watermark(self._client(), model_name)  # two REST calls
         if conn is None:
             with self.engine.connect() as own:
                 return self._watermark(model_name, own)
@@ -437,7 +545,7 @@ class CandidateIndex:
         aliases = tuple(sorted(conn.execute(sa.text(_ALIASES), args).all()))
         return (*row, aliases)
 
-    def _load(self, model_name: str) -> tuple[list[Candidate], dict[str, str], Rows | None]:
+    def _load(self, model_name: str, mark: Hashable = None) -> tuple[list[Candidate], dict[str, str], Rows | None]:
         if self.dialect in _TAGS_SQL:
             try:
                 with self.engine.connect() as conn:
@@ -447,8 +555,8 @@ class CandidateIndex:
             except Exception as exc:  # an MLflow schema we do not know: the client path is always right, only slower
                 log.warning("fast SQL read of %s failed (%s); falling back to MlflowClient", model_name, exc)
                 self.dialect = None
-        candidates, aliases = self._load_client(model_name)
-        return candidates, aliases, None
+                mark = None  # read again by the client, for its aliases
+        return self._load_client(model_name, mark)
 
     def _aliases(self, conn: Any, model_name: str) -> dict[str, str]:
         import sqlalchemy as sa
@@ -513,6 +621,22 @@ class CandidateIndex:
             log.warning("delta refresh of %s failed (%s); reloading in full", model_name, exc)
             return None
         aliases = {a: str(v) for a, v in mark[-1]} if isinstance(mark, tuple) else {}  # the watermark read them
+        return self._merged(snap, old, changed, fresh, aliases, mark, now)
+
+    def _merged(
+        self,
+        snap: Snapshot,
+        old: Rows,
+        changed: set[int],
+        fresh: Rows,
+        aliases: dict[str, str],
+        mark: Hashable,
+        now: float,
+    ) -> Snapshot:
+        """The snapshot (its rows ``old``) with the ``changed`` versions replaced by what ``fresh`` read of them.
+
+        A changed version ``fresh`` does not hold is gone (deleted, or no longer usable).
+        """
         by_version = old.by_version.copy()
         gone = [c for v in changed if (c := by_version.pop(v, None)) is not None]
         came = [fresh.by_version[v] for v in sorted(fresh.by_version)]
@@ -537,36 +661,56 @@ class CandidateIndex:
             candidates = in_version_order(by_version)
         return Snapshot(candidates, aliases, mark, snap.loaded, now, ranked=ranked, rows=rows)
 
-    # -- any store (HTTP tracking server) -----------------------------------------------------------------------
+    # -- any store (HTTP tracking server): MLflow's REST API (registry.rest) -------------------------------------
 
-    def _load_client(self, model_name: str) -> tuple[list[Candidate], dict[str, str]]:
-        from mlflow.exceptions import MlflowException
+    def _load_client(self, model_name: str, mark: Hashable = None) -> tuple[list[Candidate], dict[str, str], Rows]:
+        """Every version in one request; the aliases those the watermark just read (else read with it)."""
+        from registry import rest
 
         client = self._client()
-        out: list[Candidate] = []
-        uncarded: list[str] = []
-        token = None
-        while True:
-            page = client.search_model_versions(f"name = '{model_name}'", max_results=1000, page_token=token)
-            for mv in page:
-                tags = mv.tags or {}
-                if mv.status == "READY" and usable(tags):
-                    c = candidate_from_tags(
-                        model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or ""
-                    )
-                    if c is None:
-                        uncarded.append(str(mv.version))
-                    else:
-                        out.append(c)
-            token = page.token
-            if not token:
-                break
-        self._warn(model_name, uncarded)
+        rows = self._rows_rest(model_name, rest.every_version(client, model_name))
+        if not isinstance(mark, rest.Mark):
+            mark = rest.watermark(client, model_name)
+        aliases = dict(mark.aliases) if isinstance(mark, rest.Mark) else {}
+        return in_version_order(rows.by_version), aliases, rows
+
+    def _rows_rest(self, model_name: str, versions: list[Any], warn: bool = True) -> Rows:
+        """What ``_read_sql`` makes of versions, from ``ModelVersion`` entities (live ones: searches hide the rest)."""
+        rows, uncarded = Rows({}), []
+        for mv in versions:
+            version, tags = int(mv.version), mv.tags or {}
+            rows.max_updated = max(rows.max_updated, int(mv.last_updated_timestamp or 0))
+            rows.top = max(rows.top, version)
+            (rows.done if tags.get(names.TAG_CARD) else rows.pending).add(version)
+            if mv.status == "READY" and usable(tags):
+                uri = mv.source or ""
+                c = candidate_from_tags(model_name, str(version), mv.run_id, mv.creation_timestamp, tags, uri)
+                if c is None:
+                    uncarded.append(str(version))
+                else:
+                    rows.by_version[version] = c
+        if warn:  # not for a part of the versions: the full load says it of all of them
+            self._warn(model_name, uncarded)
+        return rows
+
+    def _delta_rest(self, model_name: str, snap: Snapshot, mark: Hashable, now: float) -> Snapshot | None:
+        """Only the versions updated since the snapshot's newest update read again; None: reload in full."""
+        from registry import rest
+
+        old = snap.rows
+        if old is None or not isinstance(mark, rest.Mark) or not isinstance(snap.watermark, rest.Mark):
+            return None
+        if rest.unexplained(snap.watermark, mark):
+            return None  # a version was deleted: which one, no REST call says
         try:
-            aliases = dict(client.get_registered_model(model_name).aliases or {})
-        except MlflowException:
-            aliases = {}
-        return sorted(out, key=lambda c: int(c.version)), {a: str(v) for a, v in aliases.items()}
+            versions = rest.changed(self._client(), model_name, old.max_updated, MAX_DELTA)
+        except Exception as exc:  # a failed delta is retried as a full reload
+            log.warning("delta refresh of %s failed (%s); reloading in full", model_name, exc)
+            return None
+        if versions is None:
+            return None
+        fresh = self._rows_rest(model_name, versions)
+        return self._merged(snap, old, {int(mv.version) for mv in versions}, fresh, dict(mark.aliases), mark, now)
 
 
 @dataclass

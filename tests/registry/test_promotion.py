@@ -28,7 +28,7 @@ def write_team(folder: Path, name: str, ds: str, extra: str = "") -> Path:
 @pytest.fixture
 def reg(shared_store, tmp_path: Path, ds: str) -> Registry:
     write_team(tmp_path / "teams", "vision", ds)
-    return Registry(settings=shared_store, teams_dir=tmp_path / "teams", ttl_s=0)
+    return Registry(settings=shared_store, teams_dir=tmp_path / "teams", ttl_s=0, stale_s=0)
 
 
 def test_cold_start_promote_idempotent_anti_flapping_stale(reg: Registry, add_version, ds: str) -> None:
@@ -126,7 +126,7 @@ def test_two_concurrent_promotions_move_the_alias_once(reg: Registry, add_versio
     out: list = []
 
     def run() -> None:
-        mine = Registry(settings=reg.settings, teams_dir=reg.teams_dir, ttl_s=0)  # separate clients, like two workers
+        mine = Registry(settings=reg.settings, teams_dir=reg.teams_dir, ttl_s=0, stale_s=0)  # separate clients
         start.wait()
         out.append(promote("vision", mine))
 
@@ -141,7 +141,7 @@ def test_two_concurrent_promotions_move_the_alias_once(reg: Registry, add_versio
 
 def test_the_team_lock_is_exclusive(reg: Registry, add_version, ds: str) -> None:
     add_version(ds, "a")
-    other = Registry(settings=reg.settings, teams_dir=reg.teams_dir, ttl_s=0)
+    other = Registry(settings=reg.settings, teams_dir=reg.teams_dir, ttl_s=0, stale_s=0)
     with team_lock(reg, "vision") as how:
         assert how == ("postgresql-advisory-lock" if reg.tracking_uri.startswith("postgresql") else "file-lock")
         with pytest.raises(PromotionLockedError, match="a promotion for team 'vision' is running"):
@@ -161,7 +161,7 @@ def test_a_host_team_moves_its_alias_to_the_chosen_runtimes_version(
         f"name: fast\nconstraints:\n  dataset: {ds}\n  target: cpu-host\n  runtimes: [cpu, openvino-int8]\n"
         "  max_latency_ms: 5\n  objective: latency\n"
     )
-    reg = Registry(settings=shared_store, teams_dir=teams, ttl_s=0)
+    reg = Registry(settings=shared_store, teams_dir=teams, ttl_s=0, stale_s=0)
     assert load_team("fast", teams).constraints.runners == ("cpu", "openvino-int8")
     ort = add_version(ds, "m", "cpu", "fp-ort", host=host, latency_p95_ms=3.0, latency_p95_ub_ms=3.2)
     d = promote("fast", reg)

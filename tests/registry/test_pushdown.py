@@ -26,6 +26,8 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
     model = names.registered_model_name(ds)
     seed = client.get_model_version(model, "1")
     base = dict(seed.tags)
+    # a tracking server checks a `models:/m-...` source against the LoggedModel named with it
+    logged = (seed.model_id or seed.source.rsplit("/", 1)[-1]) if reg.tracking_uri.startswith("http") else None
     for i in range(n):
         top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
         lat = round(rng.uniform(0.5, 30), 1)
@@ -58,7 +60,8 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
             names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
             names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
         }
-        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=names.version_tags(tags, metrics))
+        tags = names.version_tags(tags, metrics)
+        mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags, model_id=logged)
         if rng.random() < 0.04:
             client.delete_model_version(model, mv.version)
 
@@ -198,7 +201,7 @@ def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
     assert prune_tags(shared_store, ds) == 3 and prune_tags(shared_store, ds) == 0
     tags = client.get_model_version(model, b.version).tags
     assert set(tags) == {*registered, names.promotion_tag("vision", "run_id"), "mine"}
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     assert reg.get_best(k).candidate.variant == "b"
     assert reg.index.store_queries == {"card": 1}
 
@@ -233,7 +236,7 @@ def test_the_pipeline_registers_each_version_with_few_tags_and_its_card(shared_s
 
 def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.90)
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds, max_latency_ms=10)
     model = names.registered_model_name(ds)
     first = reg.get_best(k)
@@ -263,7 +266,7 @@ def test_a_value_the_store_cannot_read_falls_back_to_the_index(
 
 def test_a_prefetching_registry_loads_the_index_in_the_background(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.90)
-    reg = Registry(settings=shared_store, ttl_s=0, prefetch=True)  # what registry.get_best() uses
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0, prefetch=True)  # what registry.get_best() uses
     k = Constraints(dataset=ds)
     model = names.registered_model_name(ds)
     assert reg.get_best(k).candidate.variant == "a"  # answered in the store; the index loads behind it

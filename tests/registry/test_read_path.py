@@ -2,6 +2,7 @@
 
 import random
 import shutil
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from registry.selection import Candidate, RankedPool, feasible_in_rank_order, ju
 def test_index_answers_from_memory_within_ttl_and_reloads_on_change(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.90)
     cached = Registry(settings=shared_store, ttl_s=3600)
-    fresh = Registry(settings=shared_store, ttl_s=0)
+    fresh = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     for reg in (cached, fresh):
         reg.candidates(ds)  # the index loaded: get_best answers from it (a cold one is computed in the store)
     k = Constraints(dataset=ds)
@@ -40,7 +41,7 @@ def test_index_answers_from_memory_within_ttl_and_reloads_on_change(shared_store
 def test_never_deleted_missing_artifact_nan_or_other_fingerprint(
     shared_store, add_version, ds: str, tmp_path: Path
 ) -> None:
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds, min_top1=0.5)
     ok = add_version(ds, "ok", top1=0.80, top1_ci_low=0.78)
     gone = tmp_path / "gone"  # an artifact location with nothing in it (the files were removed)
@@ -76,7 +77,7 @@ def test_many_readers_while_the_index_refreshes_get_only_valid_consistent_answer
     self-consistent candidate, and no call that starts after the deletion is visible returns the deleted version."""
     top1 = {"first": 0.80, "second": 0.90, "third": 0.95}
     registered = {add_version(ds, "first", top1=top1["first"]): "first"}
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds, min_top1=0.5)
     model = names.registered_model_name(ds)
     seen: list[tuple[float, Any]] = []
@@ -142,8 +143,8 @@ def test_invalidate_during_a_refresh_is_not_undone_by_it(
     read, finish = threading.Event(), threading.Event()
     load = reg.index._load
 
-    def slow_load(model: str) -> Any:
-        got = load(model)
+    def slow_load(model: str, *args: Any) -> Any:
+        got = load(model, *args)
         if not read.is_set():
             read.set()
             finish.wait(30)
@@ -160,20 +161,87 @@ def test_invalidate_during_a_refresh_is_not_undone_by_it(
     assert {c.variant for c in reg.candidates(ds)} == {"before", "after"}
 
 
+@pytest.mark.parametrize("path", ["index", "in-store"])
+def test_a_slow_refresh_never_blocks_readers_and_runs_once(
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Past the TTL, one refresh runs in the background while 8 readers keep getting the last answer at once, over
+    many more TTLs than it lasts; once it is done the new version is answered.
+
+    The one fake: the index's watermark read waits on an event before reading the real store. A real store is never
+    slow on cue, and the watermark read is where every refresh (of the index, or of the answers computed in the
+    store) starts: holding it holds the refresh, and counting its calls counts the refreshes.
+    """
+    add_version(ds, "first", top1=0.80)
+    reg = Registry(settings=shared_store, ttl_s=0.02, stale_s=60)
+    k, model = Constraints(dataset=ds), names.registered_model_name(ds)
+    if path == "index":
+        reg.candidates(ds)
+    assert reg.get_best(k).candidate.variant == "first" and reg.index.loaded(model) == (path == "index")
+    add_version(ds, "better", top1=0.95)
+    release, calls = threading.Event(), []
+    watermark = reg.index._watermark
+
+    def slow_watermark(model_name: str, conn: Any = None) -> Any:
+        calls.append(model_name)
+        assert release.wait(60)
+        return watermark(model_name, conn)
+
+    monkeypatch.setattr(reg.index, "_watermark", slow_watermark)
+    time.sleep(0.03)  # the TTL expired
+    took: list[float] = []
+    seen: list[str] = []
+
+    def read() -> None:
+        for _ in range(25):
+            t = time.perf_counter()
+            seen.append(reg.get_best(k).candidate.variant)
+            took.append(time.perf_counter() - t)
+            time.sleep(0.01)  # 25 calls over about 0.3 s: some 15 TTLs
+
+    readers = [threading.Thread(target=read) for _ in range(8)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(30)
+    assert not any(t.is_alive() for t in readers)  # every reader finished while the refresh was held
+    assert set(seen) == {"first"} and len(seen) == 200
+    assert statistics.median(took) < 0.005 and max(took) < 0.25, (statistics.median(took), max(took))
+    assert calls == [model] and reg.index.refreshing(model) and reg.index.background_refreshes == 1
+    release.set()
+    deadline = time.monotonic() + 30
+    while reg.index.refreshing(model) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not reg.index.refreshing(model)
+    assert reg.get_best(k).candidate.variant == "better"
+
+
+def test_past_stale_s_a_reader_waits_for_the_refresh(shared_store, add_version, ds: str) -> None:
+    """``stale_s`` bounds how old an answer may be: past TTL + stale_s the reader refreshes and gets the new one."""
+    add_version(ds, "first", top1=0.80)
+    reg = Registry(settings=shared_store, ttl_s=0.01, stale_s=0.05)
+    k = Constraints(dataset=ds)
+    reg.candidates(ds)
+    assert reg.get_best(k).candidate.variant == "first"
+    add_version(ds, "better", top1=0.95)
+    time.sleep(0.1)
+    assert reg.get_best(k).candidate.variant == "better" and reg.index.background_refreshes == 0
+
+
 def test_delta_refresh_reads_what_a_full_reload_reads(shared_store, add_version, ds: str) -> None:
     """New versions, a version whose card comes later, a deletion and an alias, each seen by a delta refresh
     exactly as a fresh full load sees it."""
     model = names.registered_model_name(ds)
     client = MlflowClient(shared_store.resolved_tracking_uri)
     first = add_version(ds, "first", top1=0.80)
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     k = Constraints(dataset=ds)
     reg.candidates(ds)  # the index loaded (get_best alone would answer in the store)
     reg.get_best(k)  # a ranked pool cached: each delta carries it over
     loads = reg.index.loads
 
     def same_as_full_load() -> None:
-        full = Registry(settings=shared_store, ttl_s=0)
+        full = Registry(settings=shared_store, ttl_s=0, stale_s=0)
         got = [(c.version, c.variant, c.metrics, c.artifact_uri) for c in reg.candidates(ds)]
         assert got == [(c.version, c.variant, c.metrics, c.artifact_uri) for c in full.candidates(ds)]
         assert reg.index.snapshot(model).aliases == full.index.snapshot(model).aliases

@@ -45,7 +45,7 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
     ds = "http-read"
     winner = log_one(http_store, tiny_onnx, ds, "winner", top1=0.95, top1_ci_low=0.94)
     runner_up = log_one(http_store, tiny_onnx, ds, "runner_up", top1=0.90, top1_ci_low=0.89)
-    reg = Registry(settings=http_store, ttl_s=TTL_S, teams_dir=tmp_path)
+    reg = Registry(settings=http_store, ttl_s=TTL_S, stale_s=0, teams_dir=tmp_path)
     assert reg.index.dialect is None  # the client path: MLflow's REST API, no database in reach
     k = Constraints(dataset=ds, min_top1=0.5)
 
@@ -71,7 +71,7 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
     np.testing.assert_allclose(on_host.predict(x[:1]), y[:1], rtol=1e-3, atol=1e-4)
 
     client.delete_model_version(model, str(winner.version))
-    time.sleep(TTL_S * 1.5)  # the index's TTL: over HTTP every expiry reloads
+    time.sleep(TTL_S * 1.5)  # the index's TTL: the watermark (the registered model moved) sees the deletion
     for _ in range(3):
         after = reg.get_best(k)
         assert (after.candidate.variant, after.candidate.version) == ("runner_up", runner_up.version)
@@ -101,3 +101,129 @@ def test_an_openvino_answer_loads_its_deployed_ir_through_the_server(
     assert reg.deployed(a.candidate).name == "model.xml"  # downloaded: the run's artifacts are served, not local
     np.testing.assert_allclose(a.predict(x), runner.predict(runner.load(ir), x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.predict(x), y, rtol=1e-3, atol=1e-4)
+
+
+class Calls:
+    """The REST calls a Registry's client makes, counted (each still goes to the real server)."""
+
+    def __init__(self, client: MlflowClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[tuple[str, int | None]] = []
+        methods = ("search_model_versions", "search_registered_models", "get_registered_model")
+        registry = client._get_registry_client()  # what Registry.artifact_ok asks for a version's artifact
+        for owner, name in [*((client, m) for m in methods), (registry, "get_model_version_download_uri")]:
+            real = getattr(owner, name)
+
+            def counted(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+                self.made.append((_name, kwargs.get("max_results")))
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(owner, name, counted)
+
+    def take(self) -> list[tuple[str, int | None]]:
+        out, self.made = self.made, []
+        return out
+
+
+def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
+    http_store: Settings, tiny_onnx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing changed: two REST calls, no version read. A new version or an alias: one short page. A deletion (the
+    registered model moved after every live version): a full reload. A deletion behind a newer registration: the
+    deleted winner is never answered (its registry entry is asked for), and the next full reload drops it."""
+    from registry.rest import FIRST_PAGE
+
+    ds = "http-delta"
+    log_one(http_store, tiny_onnx, ds, "seed", top1=0.5)
+    model = names.registered_model_name(ds)
+    writer = MlflowClient(http_store.resolved_tracking_uri)
+    seed = writer.get_model_version(model, "1")
+
+    def add(variant: str, top1: float) -> str:
+        tags = names.version_tags({**seed.tags, names.TAG_VARIANT: variant}, {"top1": top1, "top1_ci_low": top1 - 0.01,
+                                   "latency_p95_ms": 2.0, "size_mb": 0.5, "onnx_parity_ok": 1.0})  # fmt: skip
+        logged = seed.model_id or seed.source.rsplit("/", 1)[-1]  # the server checks the source is that logged model
+        mv = writer.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags, model_id=logged)
+        return str(mv.version)
+
+    for i in range(30):
+        add(f"v{i}", 0.6 + i / 1000)
+    reg = Registry(settings=http_store, ttl_s=0, stale_s=0)
+    k = Constraints(dataset=ds, min_top1=0.55)
+    calls = Calls(reg.client, monkeypatch)
+    reg.candidates(ds)  # the index loaded (a cold get_best alone answers from its operating point's versions)
+    assert reg.index.loads == 1 and ("search_model_versions", 200_000) in calls.take()  # the full load: one request
+    assert reg.get_best(k).candidate.variant == "v29"
+    assert ("get_model_version_download_uri", None) in calls.take()  # the answer's artifact, checked once
+    for _ in range(3):  # nothing changed: the watermark's two calls, the artifact not asked for again
+        assert reg.get_best(k).candidate.variant == "v29"
+        made = calls.take()
+        assert sorted(name for name, _ in made) == ["search_model_versions", "search_registered_models"], made
+    assert (reg.index.loads, reg.index.deltas) == (1, 0)
+
+    def same_as_full_load() -> None:
+        full = Registry(settings=http_store, ttl_s=0, stale_s=0)
+        got = [(c.version, c.variant, c.metrics) for c in reg.candidates(ds)]
+        assert got == [(c.version, c.variant, c.metrics) for c in full.candidates(ds)]
+        assert reg.index.snapshot(model).aliases == full.index.snapshot(model).aliases
+        assert reg.get_best(k).candidate.version == full.get_best(k).candidate.version
+
+    best = add("best", 0.9)
+    assert reg.get_best(k).candidate.version == best and (reg.index.loads, reg.index.deltas) == (1, 1)
+    reads = [n for name, n in calls.take() if name == "search_model_versions" and n != 1]
+    assert reads == [FIRST_PAGE]  # the change: one short page, not the 32 versions
+    same_as_full_load()
+    writer.set_registered_model_alias(model, "team-x", best)
+    assert reg.index.snapshot(model).aliases == {"team-x": best}
+    same_as_full_load()
+    assert reg.index.loads == 1
+
+    writer.delete_model_version(model, "5")  # the newest event a deletion: the index reloads
+    reg.get_best(k)
+    assert reg.index.loads == 2 and "5" not in {c.version for c in reg.candidates(ds)}
+    same_as_full_load()
+
+    writer.delete_model_version(model, best)  # hidden behind a newer registration before the next check
+    later = add("later", 0.7)
+    time.sleep(0.01)
+    answer = reg.get_best(k)
+    assert answer.candidate.version == later and answer.candidate.version != best
+    reg.index.invalidate()
+    assert best not in {c.version for c in reg.candidates(ds)}
+
+
+def test_a_cold_get_best_over_http_reads_its_point_and_equals_the_oracle(http_store: Settings, tiny_onnx) -> None:
+    """A cold runner-target answer over REST (its operating point's versions, filtered on the server, ranked as the
+    index ranks) is the brute-force selection's over every candidate, on 120 random constraint sets."""
+    import random
+
+    from registry import NoCandidatesError, NoFeasibleModelError
+    from registry.selection import select
+    from tests.registry.test_pushdown import random_constraints, seed_messy_versions
+
+    ds, rng = "http-oracle", random.Random(5)
+
+    def add(dataset: str, variant: str, **metrics: float) -> str:
+        return str(log_one(http_store, tiny_onnx, dataset, variant, **metrics).version)
+
+    oracle = Registry(settings=http_store, ttl_s=3600)
+    seed_messy_versions(oracle, add, ds, 60, rng)
+    candidates, model = oracle.candidates(ds), names.registered_model_name(ds)
+    cold = Registry(settings=http_store, ttl_s=3600)
+    answered = 0
+    for trial in range(120):
+        k = random_constraints(ds, rng)
+        try:
+            want: str | None = select(candidates, k)[0].candidate.version
+        except (NoCandidatesError, NoFeasibleModelError):
+            want = None
+        got = cold.index.best_in_store(model, k, lambda c: True)
+        assert (got[0].version if got else None) == want, (trial, k)
+        answered += got is not None
+    assert 10 <= answered <= 110 and cold.index.store_queries == {"rest": 120} and cold.index.loads == 0
+    k = Constraints(dataset=ds, min_top1=0.5)
+    answer = cold.get_best(k)  # through get_best: answered from the point, the index loaded behind it
+    assert answer.candidate.version == select(candidates, k)[0].candidate.version
+    deadline = time.monotonic() + 60
+    while not cold.index.loaded(model) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cold.index.loads == 1 and cold.get_best(k).candidate.version == answer.candidate.version

@@ -51,7 +51,7 @@ def test_the_table_holds_what_the_index_holds_through_every_change_the_watermark
     shared_store, add_version, ds: str
 ) -> None:
     rng = random.Random(3)
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     seed_messy_versions(reg, add_version, ds, 40, rng)  # deleted, failed, NaN, missing metrics among them
     model, uri = names.registered_model_name(ds), reg.tracking_uri
     k = Constraints(dataset=ds)
@@ -68,7 +68,7 @@ def test_the_table_holds_what_the_index_holds_through_every_change_the_watermark
     seed = client.get_model_version(model, new)
     pending_tags = {k: v for k, v in seed.tags.items() if k not in (names.TAG_RUN_ID, names.TAG_CARD)}
     pending = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=pending_tags).version
-    reg2 = Registry(settings=shared_store, ttl_s=0)
+    reg2 = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     assert reg2.get_best(k).candidate.version == new
     assert reg2.index.table_rows == 3  # only the changed versions were read again
     rows = table_rows(uri, model)
@@ -77,11 +77,11 @@ def test_the_table_holds_what_the_index_holds_through_every_change_the_watermark
 
     client.set_model_version_tag(model, str(pending), names.TAG_RUN_ID, seed.run_id)
     client.set_model_version_tag(model, str(pending), names.TAG_CARD, seed.tags[names.TAG_CARD])  # a card at last
-    reg3 = Registry(settings=shared_store, ttl_s=0)
+    reg3 = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     reg3.get_best(k)
     assert reg3.index.table_rows == 1 and int(pending) in table_rows(uri, model)
     assert table_rows(uri, model) == index_rows(reg3, ds)
-    reg4 = Registry(settings=shared_store, ttl_s=0)
+    reg4 = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     reg4.get_best(k)
     assert (reg4.index.table_syncs, reg4.index.store_queries) == (0, {"table": 1})  # current: nothing to write
 
@@ -114,12 +114,12 @@ def test_a_reader_never_waits_while_another_process_updates_the_table(shared_sto
     holder = sa.create_engine(shared_store.resolved_tracking_uri)
     with holder.connect() as other:  # another process in the middle of an update
         other.execute(sa.text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": table.LOCK})
-        reg = Registry(settings=shared_store, ttl_s=0)
+        reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
         assert reg.get_best(k).candidate.variant == "b"
         assert reg.index.store_queries == {"card": 1} and reg.index.table_syncs == 0
         other.execute(sa.text("SELECT pg_advisory_unlock_all()"))
     holder.dispose()
-    reg = Registry(settings=shared_store, ttl_s=0)
+    reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     assert reg.get_best(k).candidate.variant == "b"
     assert reg.index.store_queries == {"table": 1} and reg.index.table_rows == 1
 

@@ -1,0 +1,125 @@
+"""The index's store behind an HTTP tracking server: MLflow's public REST API (``MlflowClient``), no database.
+
+A watermark in two REST calls, nothing else read while it holds:
+
+- ``search_registered_models("name = ...")``: the registered model's ``last_updated_timestamp`` (MLflow moves it on
+  every version created or deleted), its aliases and its latest versions (the highest live one). Not
+  ``get_registered_model``: to find the latest versions the server builds every version of the model (O(versions)),
+  where the search asks for them in one grouped query;
+- ``search_model_versions("name = ...", order_by last_updated_timestamp DESC, max_results=1)``: the newest version
+  update (a version created, its description or stage changed).
+
+A change reads only what changed (:func:`changed`): the versions in that order, from the newest update down to the
+newest one the index saw (that millisecond read again: a version read twice is harmless), in pages that grow from a
+few. A full read (:func:`every_version`) is one request ordered by version number, as large as the server allows
+(200,000), so that no page boundary can skip a version while another writer deletes one.
+
+A cold ``get_best`` for a runner target reads only the versions at its operating point (:func:`at_point`: the card's
+first field, filtered on the server), then ranks them with the index's own selection: the same pool, so the same
+answer. Nothing in the REST API ranks versions by a figure of their card. ``search_logged_models`` filters and orders
+LoggedModels by their metrics on the server, but a version's figures are its card's (``names.TAG_CARD``), which
+need not be its LoggedModel's: several versions may share one LoggedModel (re-registered, or cloned as in the
+benchmark), a card is rewritten from the run's metrics by ``cnnselect add-cards``, and its status, fingerprint and
+host are the version's. An answer ranked there could differ from the index's; exactness comes first.
+
+What the REST API cannot tell, and what covers it:
+
+- a deleted version leaves every search and moves only the registered model's timestamp. When that timestamp is
+  newer than every live version's update (:func:`unexplained`), the newest event was a deletion (or an edit of the
+  registered model itself): the index reloads in full. A deletion followed by a newer registration before the next
+  check is not seen that way: the answer's own version is asked for before it is answered (``Registry.artifact_ok``
+  resolves every remote artifact through the registry, which refuses a deleted version), and ``max_age_s`` reloads;
+- a tag written on an existing version (a card written later, ``cnnselect add-cards``) moves no timestamp: seen at
+  the next full reload (``max_age_s``), as on every store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry import names
+
+LOAD_PAGE = 200_000  # the most ``search_model_versions`` returns per request (mlflow.server.handlers)
+FIRST_PAGE = 16  # a change is a few versions: the first page of a delta holds them, one request
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What the two watermark calls read; equal marks: nothing a delta would read has changed."""
+
+    updated: int  # the registered model's last_updated_timestamp
+    top: int  # the highest live version
+    newest: tuple[int, int]  # (last_updated_timestamp, version) of the newest version update
+    aliases: tuple[tuple[str, str], ...]
+
+
+def _by_name(model_name: str) -> str:
+    return f"name = '{model_name}'"  # names.registered_model_name validated it: no quote inside
+
+
+def watermark(client: Any, model_name: str) -> Mark | None:
+    """The model's :class:`Mark` in two REST calls; None when there is no such registered model."""
+    found = client.search_registered_models(filter_string=_by_name(model_name), max_results=1)
+    if not found:
+        return None
+    rm = found[0]
+    top = max((int(mv.version) for mv in rm.latest_versions or []), default=0)
+    newest = client.search_model_versions(_by_name(model_name), max_results=1, order_by=["last_updated_timestamp DESC"])
+    last = (int(newest[0].last_updated_timestamp or 0), int(newest[0].version)) if newest else (0, 0)
+    aliases = tuple(sorted((str(a), str(v)) for a, v in (rm.aliases or {}).items()))
+    return Mark(int(rm.last_updated_timestamp or 0), top, last, aliases)
+
+
+def every_version(client: Any, model_name: str) -> list[Any]:
+    """Every live version of the model with its tags: one request, in version order (paged only beyond 200,000)."""
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(
+            _by_name(model_name), max_results=LOAD_PAGE, order_by=["version_number ASC"], page_token=token
+        )
+        out += page
+        token = page.token
+        if not token:
+            return out
+
+
+def at_point(client: Any, model_name: str, prefix: str) -> list[Any]:
+    """The live versions whose card starts with ``prefix`` (an operating point): filtered on the server, one request.
+
+    ``LIKE`` reads ``_`` as any character and may ignore case: a superset, which the caller narrows exactly.
+    """
+    card = f"tags.`{names.TAG_CARD}` LIKE '{prefix}%'"
+    out, token = [], None
+    while True:
+        page = client.search_model_versions(
+            f"{_by_name(model_name)} AND {card}", max_results=LOAD_PAGE, order_by=["version_number ASC"],
+            page_token=token,
+        )  # fmt: skip
+        out += page
+        token = page.token
+        if not token:
+            return out
+
+
+def changed(client: Any, model_name: str, since: int, most: int) -> list[Any] | None:
+    """The live versions updated at or after ``since`` (ms), newest first; None when more than ``most`` did."""
+    size = FIRST_PAGE
+    while True:
+        page = client.search_model_versions(
+            _by_name(model_name), max_results=size, order_by=["last_updated_timestamp DESC"]
+        )
+        fresh = [mv for mv in page if int(mv.last_updated_timestamp or 0) >= since]
+        if len(fresh) < len(page) or not page.token:
+            return fresh if len(fresh) <= most else None
+        if size > most:
+            return None
+        size = min(size * 8, most + 1)  # all of this page changed: a larger one from the top (no page token kept)
+
+
+def unexplained(old: Mark, new: Mark) -> bool:
+    """The registered model moved, and after every live version's update: a version was deleted (or the model edited).
+
+    Only a move since ``old`` counts: a deletion the index has reloaded for stays the newest event until the next one.
+    """
+    return new.updated != old.updated and new.updated > new.newest[0]
