@@ -3,7 +3,7 @@
 A version is registered with its card (``names.TAG_CARD``) in the same call, so a store written by this cnnselect
 needs neither. They serve a store written before: versions whose figures sit in one ``cnnselect.metric.<m>`` tag
 each, or in an older card, are no candidates until they carry this one; and a card edited by hand, which the index
-and cnnselect's table (:mod:`registry.table`) do not see, is put back to what the run measured. A run logged before
+does not see until its next full reload, is put back to what the run measured. A run logged before
 host ids (``names.TAG_HOST``) gets its host from its own ``fingerprint.json``, as the pipeline computes it.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from registry import names, table
+from registry import names
 from registry.retry import search_runs
 from registry.settings import Settings
 
@@ -41,18 +41,11 @@ def add_cards(settings: Settings, dataset: str) -> int:
     """Write each fully logged version's card from its run where it lacks it or it disagrees; returns how many.
 
     The run's metrics are the record: to correct a figure, log it on the run, then run this. Running it twice writes
-    nothing the second time. On PostgreSQL it also drops the model's rows in cnnselect's table, which does not see a
-    card rewritten on a version it holds: the next cold read rebuilds them.
+    nothing the second time.
     """
     model = names.registered_model_name(dataset)  # validates the name first: it goes into the filter string
     from mlflow.exceptions import MlflowException
 
-    from registry.index import WORKSPACE, dialect_of, shared_engine
-
-    uri = settings.resolved_tracking_uri
-    dialect = dialect_of(uri)
-    if dialect in table.DIALECTS:
-        table.forget(shared_engine(uri, dialect), model, WORKSPACE)
     client = _client(settings)
     versions = [mv for mv in _versions(client, model) if (mv.tags or {}).get(names.TAG_RUN_ID)]
     runs: dict[str, Any] = {}

@@ -17,8 +17,8 @@ from registry import names
 from registry.answer import Answer, local_dir
 from registry.constraints import Constraints
 from registry.errors import NoChampionError, RegistryError
-from registry.hosts import host_pool, merged, no_candidates_on_host, on_host_point, runner_constraints, target_host
-from registry.index import CandidateIndex, InStore
+from registry.hosts import host_pool, merged, no_candidates_on_host, runner_constraints, target_host
+from registry.index import CandidateIndex
 from registry.selection import Candidate, Verdict, at_operating_point, judge, no_candidates, no_feasible, rank_key
 from registry.settings import Settings
 from registry.teams import Team, load_team
@@ -112,19 +112,9 @@ class Registry:
         if k.on_host:
             return self._best_on_host(k)
         model, key = names.registered_model_name(k.dataset), k.model_dump_json()
-        if self.index.computes_in_store and not self.index.loaded(model):  # cold: no need to load every version
-            light = self.index.light(model)
-            hit = light.answers.get(key)
-            if hit is None or not self.artifact_ok(hit.candidate, light.verified):
-                ok = lambda c: self.artifact_ok(c, light.verified)  # noqa: E731
-                found = self.index.best_in_store(model, k, ok, light.watermark)
-                hit = Answer(found[0], found[1], None, k, self) if found is not None else None
-                if hit is not None:
-                    light.answers[key] = hit
-            if hit is not None:
-                if self.prefetch or self.index.over_http:  # over HTTP an answer read again costs seconds: deltas
-                    self.index.prefetch(model)
-                return hit
+        hit = self._cold(model, key, k)
+        if hit is not None:
+            return hit
         snap = self.index.snapshot(model)
         cached = snap.answers.get(key)
         if cached is not None and self.artifact_ok(cached.candidate, snap.verified):
@@ -141,22 +131,31 @@ class Registry:
             missing.append(verdict.candidate)
         raise no_feasible([judge(c, k) for c in pool.candidates], k, missing)
 
+    def _cold(self, model: str, key: str, k: Constraints) -> Answer | None:
+        """While the model's index is not loaded: the store's answer (kept per constraints under its watermark).
+
+        None when the store cannot answer, is not sure, finds nothing feasible or its winner's artifact is gone: the
+        index answers then, and says why.
+        """
+        if not self.index.computes_in_store or self.index.loaded(model):
+            return None
+        light = self.index.light(model)
+        hit = light.answers.get(key)
+        if hit is None or not self.artifact_ok(hit.candidate, light.verified):
+            found = self.index.best_in_store(model, k)
+            if found is None or not self.artifact_ok(found[0], light.verified):
+                return None
+            hit = light.answers[key] = Answer(found[0], found[1], None, k, self)  # a host target's pool: merged later
+        if self.prefetch or self.index.over_http:  # over HTTP an answer read again costs seconds: deltas
+            self.index.prefetch(model)
+        return hit
+
     def _best_on_host(self, k: Constraints) -> Answer:
         """A host target's answer: each runner's best on the target host, the best of them by ``rank_key``."""
         model, key = names.registered_model_name(k.dataset), k.model_dump_json()
-        if self.index.computes_in_store and not self.index.loaded(model):
-            light = self.index.light(model)
-            hit = light.answers.get(key)
-            if hit is None or not self.artifact_ok(hit.candidate, light.verified):
-                ok = lambda c: self.artifact_ok(c, light.verified)  # noqa: E731
-                found = self.index.in_store(model, light.watermark, lambda store: _host_in_store(store, k, ok))
-                hit = Answer(found, judge(found, k), None, k, self) if found is not None else None
-                if hit is not None:
-                    light.answers[key] = hit
-            if hit is not None:
-                if self.prefetch:
-                    self.index.prefetch(model)
-                return hit
+        hit = self._cold(model, key, k)
+        if hit is not None:
+            return hit
         snap = self.index.snapshot(model)
         cached = snap.answers.get(key)
         if cached is not None and self.artifact_ok(cached.candidate, snap.verified):
@@ -301,13 +300,3 @@ class Registry:
 
 
 DEPLOY_DIR = "deploy"  # where the pipeline logs a non-ONNX runner's artifact on its run (cnnselect.pipeline)
-
-
-def _host_in_store(store: InStore, k: Constraints, ok: Any) -> Candidate | None:
-    """A host target answered in the store: one query finds its machine and ranks every runner's pool there.
-
-    None when not sure, or when nothing is feasible: the index answers then, and says why.
-    """
-    runners = runner_constraints(k, k.host)
-    got = store.settle(k, ok, runners, lambda c: on_host_point(c, k, runners))
-    return got.value[0] if got is not None and got.value is not None else None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from registry import names
 from registry.errors import NoCandidatesError, NoFeasibleModelError, PromotionLockedError
 from registry.selection import Candidate, Verdict, judge, rank, score
+from registry.stores.mlflow_tables import dialect_of, shared_engine
 from registry.teams import Team
 
 if TYPE_CHECKING:
@@ -76,11 +77,11 @@ def team_lock(registry: Registry, team: str, blocking: bool = True) -> Iterator[
     ``CNNSELECT_HOME/locks`` (one machine: SQLite stores, or a tracking server used from one Airflow worker host).
     """
     names.validate_team_name(team)
-    if registry.index.dialect == "postgresql":
+    if dialect_of(registry.tracking_uri) == "postgresql":
         import sqlalchemy as sa
 
         key = _lock_key(team)
-        with registry.index.engine.connect() as conn:
+        with shared_engine(registry.tracking_uri).connect() as conn:
             if blocking:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             elif not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():

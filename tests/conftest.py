@@ -107,7 +107,7 @@ def _drop_test_databases() -> Iterator[None]:
         return
     import sqlalchemy as sa
 
-    from registry.index import dispose_engines
+    from registry.stores.mlflow_tables import dispose_engines
 
     dispose_engines()  # this process's pools: their connections would hold the databases open
     for admin_uri, name in _CREATED:

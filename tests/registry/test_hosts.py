@@ -10,9 +10,10 @@ from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from evaluators.runners import RUNNER_PRECISION, host_runners
-from registry import NoCandidatesError, NoFeasibleModelError, hosts, names, pushdown
+from registry import NoCandidatesError, NoFeasibleModelError, hosts, names
 from registry.client import Registry
 from registry.constraints import Constraints
+from registry.stores import pushdown
 
 HOST_A, HOST_B, GPU_A = "cpu-aaaaaaaaaaaa", "cpu-bbbbbbbbbbbb", "gpu-cccccccccccc"
 
@@ -178,20 +179,10 @@ def outcome(fn: Any) -> str:
         return type(exc).__name__
 
 
-@pytest.mark.parametrize("source", ["table", "cards"])
 def test_host_targets_equal_the_brute_force_oracle_on_200_random_constraint_sets(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, source: str
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cold (computed in the store), from the loaded index, and the brute force over the index's candidates.
-
-    ``cards``: where cnnselect's table cannot be used (PostgreSQL; SQLite always reads the cards).
-    """
-    from registry import table
-
-    if source == "table" and "sqlite" in shared_store.resolved_tracking_uri:
-        pytest.skip("SQLite has no cnnselect table: the cards case covers it")
-    if source == "cards":
-        monkeypatch.setattr(table, "DIALECTS", ())
+    """Cold (computed in the store), from the loaded index, and the brute force over the index's candidates."""
     rng = random.Random(16)
     reg = Registry(settings=shared_store, ttl_s=3600)
     seed_hosts(reg, add_version, ds, 120, rng)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from registry import NoCandidatesError, NoFeasibleModelError, names, pushdown, table
+from registry import NoCandidatesError, NoFeasibleModelError, names
 from registry.client import Registry
 from registry.constraints import Constraints
 from registry.selection import select
+from registry.stores import pushdown
 
 FAMILIES = ["resnet", "efficientnet", "mobilenetv3"]
 
@@ -93,19 +94,13 @@ def random_constraints(ds: str, rng: random.Random) -> Constraints:
     )
 
 
-@pytest.fixture
-def without_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where cnnselect's table (PostgreSQL) cannot be used, e.g. a read-only role: MLflow's tables answer."""
-    monkeypatch.setattr(table, "DIALECTS", ())
-
-
 def agrees_with_the_oracle(reg: Registry, model: str, candidates: list, k: Constraints, trial: int) -> Any:
     """The in-store answer for ``k``, asserted equal to the brute-force selection over ``candidates``."""
     try:
         want: str | None = select(candidates, k)[0].candidate.version
     except (NoCandidatesError, NoFeasibleModelError):
         want = None
-    got = reg.index.best_in_store(model, k, lambda c: True)
+    got = reg.index.best_in_store(model, k)
     assert (got[0].version if got else None) == want, (trial, k)
     return got
 
@@ -129,8 +124,7 @@ def test_best_in_store_equals_the_oracle_on_300_random_constraint_sets(
             answered += 1
     assert 30 <= answered <= 270  # both outcomes were exercised, not a degenerate draw
     assert not [r.message for r in caplog.records if "loading the index" in r.message]  # the store answered each
-    source = "table" if reg.index.dialect in table.DIALECTS else "card"  # the cards on PostgreSQL: test_table, below
-    assert reg.index.store_queries == {source: 300}
+    assert reg.index.store_queries == {"sql": 300}
 
 
 def _edit_card(client: MlflowClient, model: str, version: str, field: str, text: str) -> None:
@@ -141,7 +135,7 @@ def _edit_card(client: MlflowClient, model: str, version: str, field: str, text:
 
 
 def test_a_version_without_a_readable_card_is_no_candidate_in_the_store_nor_the_index(
-    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, without_table: None, caplog
+    shared_store, add_version, ds: str, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     """Versions registered before this card format, or cards edited by hand: never silently wrong figures."""
     rng = random.Random(11)
@@ -168,11 +162,11 @@ def test_a_version_without_a_readable_card_is_no_candidate_in_the_store_nor_the_
     monkeypatch.setattr(pushdown, "MAX_PAGES", 100)
     for trial in range(60):
         agrees_with_the_oracle(reg, model, candidates, random_constraints(ds, rng), trial)
-    assert reg.index.store_queries == {"card": 60}  # SQLite as PostgreSQL: split_part registered on its connections
+    assert reg.index.store_queries == {"sql": 60}  # SQLite as PostgreSQL: split_part registered on its connections
 
 
 def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
-    shared_store, tiny_onnx, ds: str, without_table: None, caplog
+    shared_store, tiny_onnx, ds: str, caplog
 ) -> None:
     """A version registered the old way (a cnnselect.metric.* tag per metric, the v1 card, digests) is migrated."""
     from registry.cards import add_cards, prune_tags
@@ -203,7 +197,7 @@ def test_add_cards_writes_each_card_from_its_run_and_prune_drops_the_old_tags(
     assert set(tags) == {*registered, names.promotion_tag("vision", "run_id"), "mine"}
     reg = Registry(settings=shared_store, ttl_s=0, stale_s=0)
     assert reg.get_best(k).candidate.variant == "b"
-    assert reg.index.store_queries == {"card": 1}
+    assert reg.index.store_queries == {"sql": 1}
 
     _edit_card(client, model, b.version, "top1", repr(0.5))  # edited by hand: the run says what was measured
     assert add_cards(shared_store, ds) == 1
@@ -252,9 +246,7 @@ def test_cold_get_best_answers_in_the_store_then_follows_new_versions(shared_sto
     assert reg.get_best(k).candidate.variant == "b"  # now from the index
 
 
-def test_a_value_the_store_cannot_read_falls_back_to_the_index(
-    shared_store, add_version, ds: str, without_table: None
-) -> None:
+def test_a_value_the_store_cannot_read_falls_back_to_the_index(shared_store, add_version, ds: str) -> None:
     add_version(ds, "a", top1=0.8)
     odd = add_version(ds, "odd", top1=0.9)
     client = MlflowClient(shared_store.resolved_tracking_uri)

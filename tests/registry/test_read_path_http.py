@@ -46,7 +46,7 @@ def test_get_best_load_and_a_deleted_winner_over_http(http_store: Settings, tiny
     winner = log_one(http_store, tiny_onnx, ds, "winner", top1=0.95, top1_ci_low=0.94)
     runner_up = log_one(http_store, tiny_onnx, ds, "runner_up", top1=0.90, top1_ci_low=0.89)
     reg = Registry(settings=http_store, ttl_s=TTL_S, stale_s=0, teams_dir=tmp_path)
-    assert reg.index.dialect is None  # the client path: MLflow's REST API, no database in reach
+    assert reg.index.store.kind == "api"  # MLflow's REST API, no database in reach
     k = Constraints(dataset=ds, min_top1=0.5)
 
     best = reg.get_best(k)
@@ -130,7 +130,7 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     """Nothing changed: two REST calls, no version read. A new version or an alias: one short page. A deletion (the
     registered model moved after every live version): a full reload. A deletion behind a newer registration: the
     deleted winner is never answered (its registry entry is asked for), and the next full reload drops it."""
-    from registry.rest import FIRST_PAGE
+    from registry.stores.api import FIRST_PAGE
 
     ds = "http-delta"
     log_one(http_store, tiny_onnx, ds, "seed", top1=0.5)
@@ -212,7 +212,7 @@ def test_a_cold_get_best_over_http_reads_its_point_and_equals_the_oracle(http_st
     for trial in range(120):
         got = agrees_with_the_oracle(cold, model, candidates, random_constraints(ds, rng), trial)
         answered += got is not None
-    assert 10 <= answered <= 110 and cold.index.store_queries == {"rest": 120} and cold.index.loads == 0
+    assert 10 <= answered <= 110 and cold.index.store_queries == {"api": 120} and cold.index.loads == 0
     k = Constraints(dataset=ds, min_top1=0.5)
     answer = cold.get_best(k)  # through get_best: answered from the point, the index loaded behind it
     assert answer.candidate.version == select(candidates, k)[0].candidate.version

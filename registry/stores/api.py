@@ -1,4 +1,7 @@
-"""The index's store behind an HTTP tracking server: MLflow's public REST API (``MlflowClient``), no database.
+"""The store behind any other tracking URI (an HTTP tracking server): MLflow's public API (``MlflowClient``) only.
+
+Over HTTP that is MLflow's REST API, and no database is in reach. It also reads a SQL store whose tables
+:mod:`registry.stores.mlflow_tables` does not know.
 
 A watermark in two REST calls, nothing else read while it holds:
 
@@ -35,10 +38,18 @@ What the REST API cannot tell, and what covers it:
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from registry import names
+from registry.constraints import Constraints
+from registry.selection import Candidate, RankedPool, Verdict
+from registry.stores.pushdown import Settled, point_prefix
+from registry.stores.versions import Rows
+
+log = logging.getLogger(__name__)
 
 LOAD_PAGE = 200_000  # the most ``search_model_versions`` returns per request (mlflow.server.handlers)
 FIRST_PAGE = 16  # a change is a few versions: the first page of a delta holds them, one request
@@ -123,3 +134,62 @@ def unexplained(old: Mark, new: Mark) -> bool:
     Only a move since ``old`` counts: a deletion the index has reloaded for stays the newest event until the next one.
     """
     return new.updated != old.updated and new.updated > new.newest[0]
+
+
+def rows_of(model_name: str, versions: list[Any]) -> Rows:
+    """What ``mlflow_tables.read_rows`` makes of ``ModelVersion`` entities (a search hides deleted ones)."""
+    rows = Rows({})
+    for mv in versions:
+        v, tags = int(mv.version), mv.tags or {}
+        created, updated = mv.creation_timestamp, mv.last_updated_timestamp
+        rows.add(model_name, v, tags, mv.status == "READY", False, updated, mv.run_id, created, mv.source or "")
+    return rows
+
+
+class ApiStore:
+    """A store read through ``MlflowClient`` (see :class:`registry.stores.Store`); cold answers over HTTP only."""
+
+    kind = "api"
+
+    def __init__(self, uri: str, client: Callable[[], Any]) -> None:
+        self.uri, self._client = uri, client
+        self.answers_cold = uri.startswith(("http://", "https://"))  # elsewhere a full read is as cheap
+
+    def watermark(self, model_name: str) -> Hashable:
+        return watermark(self._client(), model_name)  # two REST calls
+
+    def load(self, model_name: str, mark: Hashable = None) -> tuple[Rows, dict[str, str]]:
+        """Every version in one request; the aliases those the watermark just read (else read with it)."""
+        client = self._client()
+        rows = rows_of(model_name, every_version(client, model_name))
+        if not isinstance(mark, Mark):
+            mark = watermark(client, model_name)
+        return rows, self.aliases_of(mark)
+
+    @staticmethod
+    def aliases_of(mark: Hashable) -> dict[str, str]:
+        return dict(mark.aliases) if isinstance(mark, Mark) else {}
+
+    def delta(self, model_name: str, old: Rows, old_mark: Hashable, mark: Hashable) -> tuple[set[int], Rows] | None:
+        """Only the versions updated since ``old``'s newest update read again; None: reload in full."""
+        from registry.stores import MAX_DELTA
+
+        if not isinstance(mark, Mark) or not isinstance(old_mark, Mark) or unexplained(old_mark, mark):
+            return None  # a version was deleted: which one, no REST call says
+        versions = changed(self._client(), model_name, old.max_updated, MAX_DELTA)
+        if versions is None:
+            return None
+        return {int(mv.version) for mv in versions}, rows_of(model_name, versions)
+
+    def best(self, model_name: str, k: Constraints) -> Settled[tuple[Candidate, Verdict]] | None:
+        """A runner target's best: its operating point's versions read, ranked as the index ranks them.
+
+        ``Settled(None)`` when nothing there is feasible; None for a host target (the index answers it).
+        """
+        if k.on_host:
+            return None
+        versions = at_point(self._client(), model_name, point_prefix(k))
+        pool = RankedPool.build(rows_of(model_name, versions).in_version_order(), k)
+        for verdict in pool.feasible():
+            return Settled((verdict.candidate, verdict))
+        return Settled(None)

@@ -15,22 +15,16 @@ Why the answer is the index's answer:
   missing one ("-") is NULL there, ordered last as Python's +inf; so once the next row's SQL objective is above the
   best feasible one's exact objective, nothing unread beats it.
 
-Where the rows come from, fastest first (``cold`` and ``cold_card`` in the get_best benchmark):
+The rows are MLflow's own (:mod:`registry.stores.mlflow_tables`, read only): the one card tag per version
+(``names.TAG_CARD``), its fields cut out with ``split_part`` (registered on each SQLite connection) and the operating
+point a prefix test, joined with ``model_versions``. The card is the only place a version's figures are read from, by
+the index as here (``names.read_card``, strict: a card Python cannot read exactly is no candidate, whatever SQL makes
+of it).
 
-- ``table``: on PostgreSQL, cnnselect's own table (:mod:`registry.table`), one row of typed columns per version,
-  usability decided when the row was written: a scan, no tag parsed, no join;
-- ``card``: elsewhere (SQLite, or where the table cannot be used: a read-only role, another process updating it):
-  the one card tag per version (``names.TAG_CARD``), its fields cut out with ``split_part`` (registered on each SQLite
-  connection: :func:`add_sqlite_functions`) and the operating point a prefix test, joined with ``model_versions``.
-
-The card is the only place a version's figures are read from, by the index as here (``names.read_card``, strict: a
-card Python cannot read exactly is no candidate, whatever SQL makes of it). The table is built from the index's
-candidates; like the index between full reloads, it does not see a card edited by hand after registration
-(cnnselect never edits one; ``cnnselect add-cards`` writes the cards again from the runs and has the table rebuilt).
-
-Anything unusual (no feasible version in the first pages, a winner whose artifact is gone, a value PostgreSQL
-cannot cast) returns None and the caller loads the index, which is always right, only slower. Where every row was
-read, :func:`settle` says so (:class:`Settled`, its value None when nothing is feasible).
+Anything unusual (no feasible version in the first pages, a value PostgreSQL cannot cast) returns None and the
+caller loads the index, which is always right, only slower; so does a winner whose artifact is gone, which the caller
+checks. Where every row was read, :func:`settle` says so (:class:`Settled`, its value None when nothing is
+feasible).
 
 A host target (``registry.hosts``) is one query over several runners' points: the machine is the newest card there
 with a host id (unless pinned), checked in Python as the index would find it; each runner is on its own newest
@@ -45,9 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from registry import names, table
+from registry import names
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, cost_term, judge, rank_key
+from registry.stores import mlflow_tables as mt
 
 T = TypeVar("T")
 
@@ -60,7 +55,6 @@ class Settled(Generic[T]):
 
 
 DIALECTS = ("postgresql", "sqlite")
-SOURCES = ("table", "card")  # fastest first
 PAGE = 32
 MAX_PAGES = 4
 _CAST = {"postgresql": "DOUBLE PRECISION", "sqlite": "REAL"}
@@ -87,20 +81,15 @@ class Query:
         dialect: str,
         model_name: str,
         k: Constraints,
-        workspace: str,
-        deleted_stage: str,
-        source: str = "card",
         points: list[Constraints] | None = None,
     ) -> None:
-        if source not in SOURCES:
-            raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
-        self.k, self.cast, self.source = k, _CAST[dialect], source
+        self.k, self.cast = k, _CAST[dialect]
         self.find = _FIND[dialect]
         self.points = points or [k]
         self.many = points is not None  # a host target's, even of one runner: its machine found here
-        self.typed = source == "table"
-        self.args: dict[str, Any] = {"ws": workspace, "name": model_name, "deleted": deleted_stage, "fp": k.fingerprint}
-        self.point: list[str] = []  # at the operating point and usable
+        self.args: dict[str, Any] = {"ws": mt.WORKSPACE, "name": model_name, "deleted": mt.DELETED_STAGE}
+        self.args["fp"] = k.fingerprint
+        self.point: list[str] = []  # at one of several operating points (a host target's)
         self.budgets: list[str] = []  # what feasibility implies
         self._point()
         self._budgets()
@@ -114,39 +103,24 @@ class Query:
         return f":{name}"
 
     def col(self, metric: str) -> str:
-        """The metric's value (NULL when missing) in the rows of ``p``: text on the card, a number in the table."""
-        if self.typed:
-            return f"t.{table.column(metric)}" if metric in table.METRICS else "NULL"
+        """The metric's value (NULL when missing) in the rows of ``p``, as text."""
         # cut from the card where it is read: a row an earlier test rejects never parses the rest
         return _card_field(metric) if metric in names.CARD_METRICS else "NULL"
 
     def num(self, metric: str) -> str:
         value = self.col(metric)
-        return value if self.typed else f"CAST({value} AS {self.cast})"
+        return f"CAST({value} AS {self.cast})"
 
     def _point(self) -> None:
-        k, a = self.points[0], self._arg  # batch, threads and host: the same at every point
-        if not self.typed:  # one prefix test on the card's first field (see names.card_point), in _card_sql
-            if not self.many:
-                self.args["point"] = point_prefix(k)
-                return
-            tests = []
-            for s in self.points:
-                prefix = a("point", point_prefix(s))
-                tests.append(f"substr(value, 1, length({prefix})) = {prefix}")
-            self.point.append(f"({' OR '.join(tests)})")
+        """One prefix test on the card's first field (see ``names.card_point``); for several points, one per point."""
+        if not self.many:
+            self.args["point"] = point_prefix(self.k)
             return
-        # usable (READY, not deleted, fully logged, ok) was decided when the row was written
-        runners = [
-            f"t.runner = {a('runner', s.target)} AND t.precision = {a('precision', s.effective_precision)}"
-            for s in self.points
-        ]
-        self.point += ["t.usable", "(" + " OR ".join(f"({r})" for r in runners) + ")" if self.many else runners[0]]
-        self.point.append(f"t.batch = {a('batch', k.batch_size)}")
-        if k.threads is not None:
-            self.point.append(f"t.threads = {a('threads', str(k.threads))}")
-        if k.host is not None:
-            self.point.append(f"t.host = {a('host', k.host)}")
+        tests = []
+        for s in self.points:
+            prefix = self._arg("point", point_prefix(s))
+            tests.append(f"substr(value, 1, length({prefix})) = {prefix}")
+        self.point.append(f"({' OR '.join(tests)})")
 
     def _budgets(self) -> None:
         """Feasibility's necessary conditions (see the module docstring), each a SQL predicate."""
@@ -172,11 +146,10 @@ class Query:
             self.budgets.append(f"{self.col(needed)} IS NOT NULL")
         if k.families is not None:
             fams = ", ".join(a("fam", f) for f in k.families)
-            family = "t.family" if self.typed else _card_field("family")
-            self.budgets.append(f"{family} IN ({fams})")
+            self.budgets.append(f"{_card_field('family')} IN ({fams})")
 
     def sql(self) -> str:
-        return self._typed_sql() if self.typed else self._card_sql()
+        return self._card_sql()
 
     def _card_sql(self) -> str:
         """The cards at the operating point joined with their versions; the status is left to Python (a superset)."""
@@ -187,11 +160,11 @@ class Query:
         return f"""
 WITH t AS (
   SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint
-  FROM model_version_tags
+  FROM {mt.TAGS}
   WHERE workspace = :ws AND name = :name AND key = :card AND substr(value, 1, length(:point)) = :point {self._pinned()}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
-  FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
+  FROM t JOIN {mt.VERSIONS} mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
   WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
 ), newest AS (
   SELECT fp FROM p ORDER BY created DESC, version DESC LIMIT 1
@@ -242,11 +215,11 @@ SELECT version, obj FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFF
         return f"""
 WITH t AS (
   SELECT version, value AS card, NULLIF(split_part(value, ' ', 2), '-') AS fingerprint, {runner} AS runner
-  FROM model_version_tags
+  FROM {mt.TAGS}
   WHERE workspace = :ws AND name = :name AND key = :card AND {self.point[0]} {self._pinned()}
 ), p AS (
   SELECT t.*, COALESCE(t.fingerprint, '') AS fp, COALESCE(mv.creation_time, 0) AS created
-  FROM t JOIN model_versions mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
+  FROM t JOIN {mt.VERSIONS} mv ON mv.workspace = :ws AND mv.name = :name AND mv.version = t.version
   WHERE mv.status = 'READY' AND COALESCE(mv.current_stage, '') <> :deleted
 ), {host}newest AS MATERIALIZED (
   SELECT runner, fp FROM (SELECT runner, fp, {ranked} AS n FROM p AS t WHERE 1 = 1 {on_host}) AS r WHERE n = 1
@@ -254,49 +227,6 @@ WITH t AS (
   SELECT t.version AS version, {self.objective} AS obj {pool} {on_host} AND {" AND ".join(self.budgets)}
 )
 SELECT version, obj{newest_col} FROM f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
-"""
-
-    def _typed_sql(self) -> str:
-        """One scan of typed columns (:mod:`registry.table`): no tag parsed, no join."""
-        here = f"t.workspace = :ws AND t.name = :name AND {' AND '.join(self.point)}"
-        order = "ORDER BY t.created DESC, t.version DESC LIMIT 1"
-        newest = f"(SELECT t.fingerprint FROM {table.NAME} t WHERE {here} {order})"
-        fp = ":fp" if self.k.fingerprint is not None else newest
-        if self.many:
-            return self._typed_many_sql(here)
-        return f"""
-SELECT version, obj FROM (
-  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
-  WHERE {here} AND t.fingerprint = {fp} AND {" AND ".join(self.budgets)}
-) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
-"""
-
-    def _typed_many_sql(self, here: str) -> str:
-        """:meth:`_card_many_sql` on typed columns: the machine (unless pinned), each runner's newest fingerprint."""
-        declared = self.k.fingerprint is not None
-        ctes, newest_col = [], ""
-        if self.finds_host:
-            ctes.append(
-                f"h AS (SELECT t.version AS newest, t.host FROM {table.NAME} t WHERE {here} AND t.host <> ''"
-                f"{' AND t.fingerprint = :fp' if declared else ''} ORDER BY t.created DESC, t.version DESC LIMIT 1)"
-            )
-            here += " AND t.host = (SELECT host FROM h)"
-            newest_col = ", (SELECT newest FROM h) AS newest"
-        join = "WHERE"
-        if declared:
-            here += " AND t.fingerprint = :fp"
-        else:
-            ctes.append(
-                f"newest AS (SELECT DISTINCT ON (t.runner) t.runner, t.fingerprint FROM {table.NAME} t WHERE {here} "
-                "ORDER BY t.runner, t.created DESC, t.version DESC)"
-            )
-            join = "JOIN newest n ON n.runner = t.runner AND n.fingerprint = t.fingerprint WHERE"
-        return f"""
-WITH {", ".join(ctes) or "none AS (SELECT 1)"}
-SELECT version, obj{newest_col} FROM (
-  SELECT t.version, {self.objective} AS obj FROM {table.NAME} t
-  {join} {here} AND {" AND ".join(self.budgets)}
-) f ORDER BY (obj IS NULL), obj, version LIMIT :limit OFFSET :offset
 """
 
 
@@ -311,38 +241,9 @@ def point_prefix(k: Constraints) -> str:
     return f"{point}{k.threads} " if k.threads is not None else point
 
 
-def split_part(text: str | None, delimiter: str, n: int) -> str | None:
-    """PostgreSQL's ``split_part`` for SQLite: the ``n``-th field (from 1), "" past the last one."""
-    if text is None:
-        return None
-    parts = text.split(delimiter)
-    return parts[n - 1] if 0 < n <= len(parts) else ""
-
-
-def add_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
-    """On each new SQLite connection (a SQLAlchemy ``connect`` listener): what the card query needs."""
-    dbapi_connection.create_function("split_part", 3, split_part, deterministic=True)
-
-
-def best(
-    conn: Any,
-    dialect: str,
-    model_name: str,
-    k: Constraints,
-    read: Callable[[Any, list[int]], dict[int, Candidate]],
-    artifact_ok: Callable[[Candidate], bool],
-    workspace: str,
-    deleted_stage: str,
-    used: dict[str, int] | None = None,
-    typed: bool = False,
-) -> tuple[Candidate, Verdict] | None:
-    """The best feasible candidate for ``k`` whose artifact is there, or None when the caller must load the index.
-
-    ``read(conn, versions)`` returns those versions' usable candidates, built as the index builds them. ``used``
-    counts the queries by source: ``table`` (cnnselect's typed rows) or ``card`` (one card per version). ``typed``:
-    cnnselect's table is up to date for this model (:mod:`registry.table`).
-    """
-    got = settle(conn, dialect, model_name, k, read, artifact_ok, workspace, deleted_stage, used, typed)
+def best(conn: Any, dialect: str, model_name: str, k: Constraints) -> tuple[Candidate, Verdict] | None:
+    """The best feasible candidate for ``k``, or None when the caller must load the index (see :func:`settle`)."""
+    got = settle(conn, dialect, model_name, k)
     return got.value if got is not None else None
 
 
@@ -351,26 +252,19 @@ def settle(
     dialect: str,
     model_name: str,
     k: Constraints,
-    read: Callable[[Any, list[int]], dict[int, Candidate]],
-    artifact_ok: Callable[[Candidate], bool],
-    workspace: str,
-    deleted_stage: str,
-    used: dict[str, int] | None = None,
-    typed: bool = False,
     points: list[Constraints] | None = None,
     newest_ok: Callable[[Candidate], bool] | None = None,
 ) -> Settled[tuple[Candidate, Verdict]] | None:
     """:func:`best`, telling "nothing is feasible" (``Settled(None)``, every row read) from "not sure" (None).
 
-    ``points``: several runner targets ranked together (see :class:`Query`). Where the query finds their machine
-    (no host pinned), ``newest_ok`` must accept the candidate it was found from (``registry.hosts.on_host_point``:
-    the index's own rule), else the answer is not sure.
+    The rows' candidates are read as the index reads them (``mlflow_tables.read_rows``); the winner's artifact is the
+    caller's to check. ``points``: several runner targets ranked together (see :class:`Query`). Where the query finds
+    their machine (no host pinned), ``newest_ok`` must accept the candidate it was found from
+    (``registry.hosts.on_host_point``: the index's own rule), else the answer is not sure.
     """
     import sqlalchemy as sa
 
-    q = Query(dialect, model_name, k, workspace, deleted_stage, "table" if typed else "card", points)
-    if used is not None:
-        used[q.source] = used.get(q.source, 0) + 1
+    q = Query(dialect, model_name, k, points)
     text = sa.text(q.sql())
     key = rank_key(k)
     winner: tuple[Any, Verdict] | None = None  # (rank key, verdict)
@@ -379,12 +273,12 @@ def settle(
         size, offset = (first, 0) if page == 0 else (PAGE, first + (page - 1) * PAGE)
         rows = conn.execute(text, {**q.args, "limit": size, "offset": offset}).all()
         newest = [int(rows[0][2])] if q.finds_host and page == 0 and rows and rows[0][2] is not None else []
-        built = read(conn, [int(r[0]) for r in rows] + newest) if rows else {}
+        built = mt.read_rows(conn, dialect, model_name, [int(r[0]) for r in rows] + newest).by_version if rows else {}
         if newest and (newest_ok is None or (c := built.get(newest[0])) is None or not newest_ok(c)):
             return None  # the store's newest card there is not the index's newest candidate: the index decides
         for version, floor, *_ in rows:
             if winner is not None and _beyond(math.inf if floor is None else float(floor), winner[0][0][0]):
-                return _checked(winner[1], artifact_ok)
+                return Settled((winner[1].candidate, winner[1]))
             c = built.get(int(version))
             if c is None:
                 continue
@@ -392,7 +286,7 @@ def settle(
             if v.label == "feasible" and (winner is None or key(c) < winner[0]):
                 winner = (key(c), v)
         if len(rows) < size:  # every row read
-            return _checked(winner[1], artifact_ok) if winner is not None else Settled(None)
+            return Settled((winner[1].candidate, winner[1]) if winner is not None else None)
     return None  # not settled within the pages read: the index decides
 
 
@@ -401,7 +295,3 @@ def _beyond(floor: float, best_objective: float) -> bool:
     if math.isnan(floor) or not math.isfinite(best_objective):
         return False
     return floor > best_objective + 1e-9 * max(1.0, abs(best_objective))
-
-
-def _checked(verdict: Verdict, artifact_ok: Callable[[Candidate], bool]) -> Settled[tuple[Candidate, Verdict]] | None:
-    return Settled((verdict.candidate, verdict)) if artifact_ok(verdict.candidate) else None
