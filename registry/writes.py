@@ -182,7 +182,7 @@ def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
     the last write. So ``ok`` means complete, and a run of the key in any other state (but ``failed``) is an attempt
     that died.
 
-    Cleanup: every attempt starts with :func:`registry.retry.settle_key`: the key's ``ok`` run is returned if there
+    Cleanup: every attempt starts with :func:`settle_key`: the key's ``ok`` run is returned if there
     is one (a retry of a task killed after its last write logs nothing new), and what killed attempts left (runs,
     versions, logged models) is deleted and named on the new run in ``cnnselect.replaced``. So a process killed at
     any point (SIGKILL, OOM, a lost Airflow worker) is cleaned up by the retry. An attempt that raises deletes its
