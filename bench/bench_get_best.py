@@ -112,7 +112,8 @@ def seed(uri: str, home: Path, n: int, workers: int) -> tuple[float, dict[str, s
     from evaluators.export import export_onnx
     from registry import names
     from registry.settings import Settings
-    from registry.tracking import DatasetRef, Evaluation, log_evaluation
+    from registry.tracking import DatasetRef, Evaluation
+    from registry.writes import log_evaluation
 
     t0 = time.perf_counter()
     settings = Settings(home=home, tracking_uri=uri)

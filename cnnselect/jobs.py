@@ -83,7 +83,8 @@ def gate_data(manifest: Any, settings: Settings | None = None, classes: list[str
 
     from evaluators.gates import DATA_SUITE, DataGateConfig
     from registry import names
-    from registry.tracking import find_gate_run, log_gate
+    from registry.tracking import find_gate_run
+    from registry.writes import log_gate
 
     settings = settings or Settings()
     names.validate_name("dataset", manifest.name)  # before anything reaches a path or a filter string

@@ -252,7 +252,7 @@ class ModelJob:
     def fail(self, runner: str, err: StageError | Exception, stage: str | None = None) -> Outcome:
         from evaluators.gates import GateError
         from registry.retry import scrub
-        from registry.tracking import log_failure
+        from registry.writes import log_failure
 
         st = err.stage if isinstance(err, StageError) else (stage or "setup")
         what = str(err) if isinstance(err, StageError) else f"{type(err).__name__}: {err}"  # never an empty reason
@@ -557,7 +557,7 @@ class ModelJob:
     def gate_and_log(self, measured: dict[str, Evaluation]) -> None:
         """One results gate over the model's runners; a failure is recorded (with the GX result), nothing registered."""
         from evaluators.gates import ResultsGateConfig, gate_evaluations
-        from registry.tracking import log_evaluation
+        from registry.writes import log_evaluation
 
         stages = self.work / "stages.json"  # what this job ran, on each of its runs (summed over a model's jobs)
         stages.parent.mkdir(parents=True, exist_ok=True)

@@ -336,40 +336,33 @@ def log_to_mlflow(settings: Any, report: Report) -> dict[str, str]:
     every judged evaluation run a ``cnnselect.team.<team>`` tag: feasible-champion | feasible | marginal | infeasible.
     Returns ``{dataset: run_id}``.
     """
-    import mlflow
-
-    from registry.tracking import _client, get_or_create_experiment
+    from registry import writes
+    from registry.tracking import _client
 
     client = _client(settings)
     runs: dict[str, str] = {}
     for dataset in dict.fromkeys([*(v.dataset for v in report.views), *(t.constraints.dataset for t in report.teams)]):
-        key = report_key(report, dataset)
-        exp_id = get_or_create_experiment(
+        exp_id = writes.experiment(
+            settings,
             client,
             reports_experiment_name(dataset),
             settings.artifact_location(dataset, "reports"),
             {names.TAG_DATASET: dataset},
         )
-        found = client.search_runs([exp_id], filter_string=f"tags.`{REPORT_KEY_TAG}` = '{key}'", max_results=1)
-        if found:
-            runs[dataset] = found[0].info.run_id
-            continue
-        with mlflow.start_run(
-            experiment_id=exp_id, run_name="report", tags={REPORT_KEY_TAG: key, names.TAG_DATASET: dataset}
-        ) as run:
-            for v in report.views:
-                if v.dataset == dataset:
-                    mlflow.log_artifact(str(v.plot), artifact_path="plots")
-            for t in report.teams:
-                if t.constraints.dataset == dataset and t.plot is not None:
-                    mlflow.log_artifact(str(t.plot), artifact_path="plots")
-                    mlflow.set_tag(team_tag(t.name), t.champion.candidate.uri if t.champion else "none")
-            mlflow.log_artifact(str(report.html))
-            mlflow.log_dict(report.to_dict(), "report.json")
-        runs[dataset] = run.info.run_id
+        teams = [t for t in report.teams if t.constraints.dataset == dataset and t.plot is not None]
+        tags = {names.TAG_DATASET: dataset}
+        tags |= {team_tag(t.name): t.champion.candidate.uri if t.champion else "none" for t in teams}
+        plots = [v.plot for v in report.views if v.dataset == dataset] + [t.plot for t in teams if t.plot is not None]
+        artifacts: list[tuple[Path, str | None]] = [*((p, "plots") for p in plots), (report.html, None)]
+        key = (REPORT_KEY_TAG, report_key(report, dataset))
+        runs[dataset] = writes.record_report(
+            settings, client, exp_id, key, tags, artifacts, {"report.json": report.to_dict()}
+        )
+    verdicts: dict[str, dict[str, str]] = {}
     for t in report.teams:
         champion = t.champion.candidate.run_id if t.champion else None
         for verdict in t.verdicts:
             value = CHAMPION_VALUE if verdict.candidate.run_id == champion else verdict.label
-            client.set_tag(verdict.candidate.run_id, team_tag(t.name), value)
+            verdicts.setdefault(verdict.candidate.run_id, {})[team_tag(t.name)] = value
+    writes.set_run_tags(settings, client, verdicts)
     return runs

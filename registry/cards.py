@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from registry import names
+from registry import names, writes
 from registry.retry import search_runs
 from registry.settings import Settings
 
@@ -67,7 +67,7 @@ def add_cards(settings: Settings, dataset: str) -> int:
             measured[names.TAG_HOST] = _host_of(client, run.info.run_id, measured.get(names.TAG_RUNNER, ""))
         value = names.version_tags(measured, run.data.metrics).get(names.TAG_CARD)
         if value is not None and tags.get(names.TAG_CARD) != value:
-            client.set_model_version_tag(model, mv.version, names.TAG_CARD, value)
+            writes.set_version_tags(settings, client, model, mv.version, {names.TAG_CARD: value})
             written += 1
     return written
 
@@ -107,6 +107,6 @@ def prune_tags(settings: Settings, dataset: str) -> int:
         for key in tags:
             ours = key.startswith(names.TAG_PREFIX) and not key.startswith(names.TAG_PROMOTION_PREFIX)
             if ours and key not in names.VERSION_TAGS:
-                client.delete_model_version_tag(model, mv.version, key)
+                writes.delete_version_tag(settings, client, model, mv.version, key)
                 deleted += 1
     return deleted

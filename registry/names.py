@@ -25,6 +25,7 @@ TAG_WEIGHTS_SOURCE = "cnnselect.weights_source"
 TAG_FINGERPRINT = "cnnselect.fingerprint"
 TAG_HOST = "cnnselect.host"  # hardware-only id of the measuring machine (evaluators.runners.host_id): one per machine
 TAG_KEY = "cnnselect.key"  # idempotency key: what was measured, on what, how
+TAG_WRITE = "cnnselect.write"  # on a run: one write call's id, the same across its retries (registry.writes)
 TAG_SWEEP = "cnnselect.sweep"  # the sweep (Airflow run id or CLI invocation) that produced the run
 TAG_STATUS = "cnnselect.status"  # running (being written, or left by a killed attempt) | ok | failed
 TAG_STAGE = "cnnselect.stage"  # where a failed evaluation stopped
@@ -50,7 +51,7 @@ CARD_METRICS = (
 )  # fmt: skip
 CARD_FIELDS = ("point", "fingerprint", "family", *CARD_METRICS, "host")  # space-separated, in this order; "-" = none
 
-# What a registered version carries, declared once: registry.tracking registers exactly these. What a person filters
+# What a registered version carries, declared once: registry.writes registers exactly these. What a person filters
 # versions by in MLflow's UI, and what the read path needs; True: the index reads it (registry.index).
 VERSION_TAGS: dict[str, bool] = {
     TAG_VARIANT: True,
@@ -66,7 +67,7 @@ VERSION_TAGS: dict[str, bool] = {
     TAG_SWEEP: False,
     TAG_EVALUATOR_VERSION: True,
     TAG_STATUS: True,
-    TAG_KEY: False,  # registry.retry.settle_key finds what a killed attempt registered by it
+    TAG_KEY: False,  # registry.writes.settle_key finds what a killed attempt registered by it
     TAG_PREPROCESS: False,  # Answer.preprocess reads it from the chosen version
     TAG_RUN_ID: True,
     TAG_CARD: True,

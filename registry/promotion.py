@@ -208,11 +208,9 @@ def evidence(team: Team, best: Answer, champion: Candidate | None, reason: str) 
 
 def _record(registry: Registry, team: Team, best: Answer, previous: str | None, ev: dict[str, Any], sweep: str) -> str:
     """The move as a finished run in the promotions experiment, plus tags on the versions involved."""
-    from registry.tracking import get_or_create_experiment
+    from registry import writes
 
-    client = registry.client
-    location = registry.settings.artifact_location("promotions")
-    exp_id = get_or_create_experiment(client, names.PROMOTIONS_EXPERIMENT, location)  # or another team's, just made
+    client, settings = registry.client, registry.settings
     new, model = best.candidate.version, best.candidate.model_name
     tags = {
         names.TAG_TEAM: team.name,
@@ -223,20 +221,20 @@ def _record(registry: Registry, team: Team, best: Answer, previous: str | None, 
         "cnnselect.promotion.to_version": new,
         "cnnselect.promotion.reason": ev["reason"][:4000],
     }
-    run = client.create_run(exp_id, run_name=f"{team.name}: v{previous or '-'} -> v{new}", tags=tags)
-    rid = run.info.run_id
-    for key, value in best.candidate.metrics.items():
-        client.log_metric(rid, f"winner_{key}", value)
-    client.log_dict(rid, ev, "evidence.json")
-    client.set_terminated(rid, "FINISHED")
+    run_name = f"{team.name}: v{previous or '-'} -> v{new}"
+    rid = writes.record_promotion(settings, client, tags, run_name, best.candidate.metrics, ev)
     stamp = str(int(time.time() * 1000))
-    for field, value in {"promoted_at": stamp, "run_id": rid, "reason": ev["reason"][:4000]}.items():
-        client.set_model_version_tag(model, new, names.promotion_tag(team.name, field), value)
+    promoted = {"promoted_at": stamp, "run_id": rid, "reason": ev["reason"][:4000]}
+    writes.set_version_tags(
+        settings, client, model, new, {names.promotion_tag(team.name, f): v for f, v in promoted.items()}
+    )
     if previous and previous != new:
+        demoted = {"demoted_at": stamp, "demoted_by": rid}
         with contextlib.suppress(Exception):  # the previous champion may have been deleted
-            client.set_model_version_tag(model, previous, names.promotion_tag(team.name, "demoted_at"), stamp)
-            client.set_model_version_tag(model, previous, names.promotion_tag(team.name, "demoted_by"), rid)
-    return str(rid)
+            writes.set_version_tags(
+                settings, client, model, previous, {names.promotion_tag(team.name, f): v for f, v in demoted.items()}
+            )
+    return rid
 
 
 def promote(which: Team | str, registry: Registry | None = None, *, blocking: bool = True, sweep: str = "") -> Decision:
@@ -279,7 +277,9 @@ def promote(which: Team | str, registry: Registry | None = None, *, blocking: bo
             )
             return Decision(team.name, "kept", why, previous, previous, None, (), was, was, new, new_variant,
                             noise)  # fmt: skip
-        reg.client.set_registered_model_alias(model, alias, new)
+        from registry.writes import set_alias
+
+        set_alias(reg.settings, reg.client, model, alias, new)
         run_id = _record(reg, team, best, previous, evidence(team, best, champion, reason), sweep)
         reg.invalidate(k.dataset)
         return Decision(team.name, "promoted", reason, previous, new, run_id, (), was, new_variant, new, new_variant,

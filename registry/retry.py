@@ -5,9 +5,8 @@ exponential backoff and jitter for at most ``CNNSELECT_TRACKING_RETRY_SECONDS`` 
 120 by default); anything else is raised at once. When the budget is spent: :class:`TrackingUnavailableError` or
 :class:`TrackingStoreBusyError` (which points to PostgreSQL). URIs in messages and logs are redacted.
 
-A retried write must not leave the first attempt's half behind, in this process (:class:`Attempts`) or after the
-process was killed (:func:`settle_key`): half-written runs are deleted with their versions and logged models, never
-just marked. ``client`` below is an ``mlflow.MlflowClient``.
+What makes a retried write safe (a half-written attempt deleted, a run found by its key before it is created) is
+:mod:`registry.writes`, the one module that writes. ``client`` below is an ``mlflow.MlflowClient``.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from registry import names
 from registry.errors import RegistryError
 from registry.settings import Settings
 
@@ -70,7 +68,7 @@ _DOWN = (
 )
 
 
-def _transient(exc: BaseException) -> str | None:
+def transient(exc: BaseException) -> str | None:
     """``busy`` (SQLite locked), ``down`` (server unreachable) or None (a real error: never retried)."""
     text = f"{type(exc).__name__}: {exc}".lower()
     if any(t in text for t in _BUSY):
@@ -104,7 +102,7 @@ def with_retries(
         try:
             return fn()
         except Exception as exc:
-            kind = _transient(exc)
+            kind = transient(exc)
             if kind is None:
                 raise
             left = deadline - time.monotonic()
@@ -125,10 +123,7 @@ def with_retries(
             delay = min(delay * 2, policy.max_s)
 
 
-# -- what an interrupted attempt leaves behind ------------------------------------------------------------------
-
-STATUS_RUNNING = "running"  # a run's status while its attempt writes; the attempt's last write makes it ``ok``
-_HISTORY = (names.STATUS_OK, names.STATUS_FAILED)  # complete runs: a result, or a failure record
+# -- reads shared by the write and the read side ------------------------------------------------------------------
 
 
 def search_runs(client: Any, exp_id: str, filter_string: str) -> list[Any]:
@@ -143,84 +138,3 @@ def search_runs(client: Any, exp_id: str, filter_string: str) -> list[Any]:
         token = page.token
         if not token:
             return runs
-
-
-def delete_all(client: Any, runs: list[str], versions: list[Any], models: list[str]) -> None:
-    """Delete runs (ended FAILED first), model versions and logged models; what is gone already is skipped.
-
-    Runs go first: every later write of an attempt still alive then fails (``create_model_version`` aside).
-    """
-    for fn, args in [
-        *((client.set_terminated, (r, "FAILED")) for r in runs),
-        *((client.delete_run, (r,)) for r in runs),
-        *((client.delete_model_version, (mv.name, str(mv.version))) for mv in versions),
-        *((client.delete_logged_model, (m,)) for m in models),
-    ]:
-        try:
-            fn(*args)
-        except Exception as exc:
-            if _transient(exc):
-                raise
-            log.debug("cleanup: %s%s skipped: %s", fn.__name__, args, exc)  # deleted already, or by another cleaner
-
-
-@dataclass
-class Attempts:
-    """What one call wrote across its attempts: the runs not complete yet, and the runs its cleanups deleted."""
-
-    exp_id: str = ""
-    started: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-
-    def discard(self, client: Any) -> None:
-        """Delete the started runs (an attempt of this call died in them), with their versions and logged models."""
-        for run_id in list(self.started):
-            versions = list(client.search_model_versions(f"run_id = '{run_id}'"))
-            found = client.search_logged_models([self.exp_id], filter_string=f"source_run_id = '{run_id}'")
-            delete_all(client, [run_id], versions, [m.model_id for m in found])
-            self.started.remove(run_id)
-            self.replaced.append(run_id)
-            log.warning("deleted half-written run %s (versions %s)", run_id, [mv.version for mv in versions] or "none")
-
-    def discard_after(self, client: Callable[[], Any], exc: BaseException) -> None:
-        """After an attempt raised: delete what it wrote, unless the store is unreachable (the next attempt will)."""
-        if not self.started or (isinstance(exc, Exception) and _transient(exc)):
-            return
-        try:
-            self.discard(client())
-        except Exception as cleanup_exc:
-            log.warning("could not delete half-written runs %s: %s", self.started, cleanup_exc)
-
-
-def settle_key(
-    client: Any, exp_id: str, model_name: str, key: str, replaced: list[str]
-) -> tuple[str | None, str | None]:
-    """Before an attempt: the key's newest ``ok`` run and its version, if any; and what killed attempts left, deleted.
-
-    Left behind: the key's runs whose status is neither ``ok`` nor ``failed`` (``running``; ``aborted`` or none from
-    earlier versions), and its model versions and logged models that are not its ``ok`` run's. Failed runs
-    (``log_failure``) and gate runs are history and stay. Deleted runs join ``replaced``.
-    """
-    by_key = f"tags.`{names.TAG_KEY}` = '{key}'"
-    runs = search_runs(client, exp_id, by_key)
-    ok = next((r.info.run_id for r in runs if r.data.tags.get(names.TAG_STATUS) == names.STATUS_OK), None)
-    stale = [  # evaluation runs carry the variant; gate runs (a key, no status) do not
-        r.info.run_id
-        for r in runs
-        if r.data.tags.get(names.TAG_STATUS) not in _HISTORY and names.TAG_VARIANT in r.data.tags
-    ]
-    versions = client.search_model_versions(f"name = '{model_name}' and {by_key}")
-    kept = [mv for mv in versions if ok is not None and mv.run_id == ok]
-    stray = [mv for mv in versions if ok is None or mv.run_id != ok]
-    models = [m.model_id for m in client.search_logged_models([exp_id], filter_string=by_key) if m.source_run_id != ok]
-    if stale or stray or models:
-        log.warning(
-            "key %s: deleting what a killed attempt left: runs %s, %s versions %s, logged models %s",
-            key, stale, model_name, [mv.version for mv in stray], models,
-        )  # fmt: skip
-        delete_all(client, stale, stray, models)
-        replaced += stale
-    version = str(kept[0].version) if kept else None
-    if ok is not None:
-        log.info("key %s: logged before as run %s (version %s); nothing to write", key, ok, version)
-    return ok, version

@@ -1,7 +1,10 @@
-"""The write side: one MLflow run per evaluated (model, runner), its ONNX artifact registered as a version.
+"""The evaluation record: one MLflow run per evaluated (model, runner), its ONNX artifact registered as a version.
 
-Every write is a transaction keyed on an idempotency key (``cnnselect.key``), safe to retry in this process (store
-down, SQLite busy) and in a new one (an Airflow worker killed mid-task): see :func:`log_evaluation`.
+Here: what an evaluation is (:class:`Evaluation`), the shared client, and the lookups by idempotency key
+(``cnnselect.key``) that make its logging safe to retry.
+
+The writes themselves are :mod:`registry.writes` (:func:`registry.writes.log_evaluation` and the rest): the one
+module that calls MLflow's write methods.
 """
 
 from __future__ import annotations
@@ -11,9 +14,6 @@ import logging
 import math
 import os
 import threading
-import time
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from registry import names
 from registry.errors import InvalidNameError
-from registry.retry import STATUS_RUNNING, Attempts, search_runs, settle_key, with_retries
+from registry.retry import search_runs, with_retries
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,29 +115,10 @@ def filter_literal(kind: str, value: str) -> str:
     return value
 
 
-def get_or_create_experiment(
-    client: Any, name: str, artifact_location: str | None, tags: dict[str, str] | None = None
-) -> str:
-    """The id of experiment ``name``, created with ``artifact_location`` and ``tags`` when it does not exist yet.
-
-    Two processes may create it at once: the one whose create fails reads the id the other one created.
-    """
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name, artifact_location=artifact_location, tags=tags))
-    except MlflowException:  # created concurrently by another task: it exists now, or the create failed for real
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
 def ensure_experiment(settings: Settings, dataset: str) -> str:
     """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
+    from registry.writes import get_or_create_experiment
+
     return get_or_create_experiment(
         _client(settings),
         names.experiment_name(dataset),
@@ -205,39 +186,6 @@ def _clean_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[st
     return ok, sorted(set(metrics) - set(ok))
 
 
-def log_evaluation(settings: Settings, ev: Evaluation) -> Logged:
-    """Log one evaluation as a run and a registered version, once per idempotency key, whatever kills an attempt.
-
-    Write order: the run is created with its tags and ``status=running``; params and metrics (one batch), inputs,
-    artifacts and the model follow; the version is registered with all its tags, its card included, in one call (it
-    is a candidate from then on: everything it points at is written); the run is ended; ``status=ok`` on the run is
-    the last write. So ``ok`` means complete, and a run of the key in any other state (but ``failed``) is an attempt
-    that died.
-
-    Cleanup: every attempt starts with :func:`registry.retry.settle_key`: the key's ``ok`` run is returned if there
-    is one (a retry of a task killed after its last write logs nothing new), and what killed attempts left (runs,
-    versions, logged models) is deleted and named on the new run in ``cnnselect.replaced``. So a process killed at
-    any point (SIGKILL, OOM, a lost Airflow worker) is cleaned up by the retry. An attempt that raises deletes its
-    own run at once (by run id), unless the store is unreachable; then the next attempt does.
-
-    Race accepted: two live attempts of one key (a worker Airflow took for dead, still running, and its retry). The
-    later one deletes the earlier one's unfinished run, whose next write then fails; it deletes what it wrote and
-    raises. Only when both pass their first search before either creates its run do both end ``ok``: two runs of
-    the same measurement, both candidates, equal but for noise.
-    """
-    filter_literal("idempotency key", ev.key)
-    writes = Attempts()
-
-    def attempt() -> Logged:
-        try:
-            return _log_evaluation_once(settings, ev, writes)
-        except BaseException as exc:
-            writes.discard_after(lambda: _client(settings), exc)
-            raise
-
-    return with_retries(attempt, f"log {ev.variant}/{ev.runner}", settings)
-
-
 def _pip_requirements() -> list[str]:
     """What ``infer_pip_requirements`` finds for an ONNX model, without its seconds-long subprocess per model.
 
@@ -246,100 +194,6 @@ def _pip_requirements() -> list[str]:
     import mlflow.onnx
 
     return [f"numpy=={np.__version__}", *mlflow.onnx.get_default_pip_requirements()]
-
-
-def _log_evaluation_once(settings: Settings, ev: Evaluation, writes: Attempts) -> Logged:
-    import mlflow
-    import mlflow.onnx
-    import onnx
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.entities import Metric, Param
-    from mlflow.models import infer_signature
-
-    client = _client(settings)
-    writes.exp_id = exp_id = ensure_experiment(settings, ev.dataset.name)
-    writes.discard(client)
-    model_name = names.registered_model_name(ev.dataset.name)
-    done, version = settle_key(client, exp_id, model_name, ev.key, writes.replaced)
-    if done is not None:
-        return Logged(done, f"models:/{model_name}/{version}", version)
-    metrics, non_finite = _clean_metrics(ev.metrics)
-    tags = {
-        names.TAG_VARIANT: ev.variant,
-        names.TAG_FAMILY: ev.family,
-        names.TAG_RUNNER: ev.runner,
-        names.TAG_PRECISION: ev.precision,
-        names.TAG_DATASET: ev.dataset.name,
-        names.TAG_DATASET_DIGEST: ev.dataset.digest,
-        names.TAG_WEIGHTS_DIGEST: ev.weights_digest,
-        names.TAG_WEIGHTS_SOURCE: ev.weights_source,
-        names.TAG_FINGERPRINT: ev.fingerprint_id,
-        names.TAG_KEY: ev.key,
-        names.TAG_SWEEP: ev.sweep,
-        names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
-        names.TAG_BATCH_SIZE: str(ev.fingerprint.get("batch_size", "1")),  # operating point, read by get_best
-        names.TAG_THREADS: names.threads_setting(str(ev.fingerprint.get("threads", "all"))),
-    }
-    if ev.host:
-        tags[names.TAG_HOST] = ev.host
-    if ev.preprocess:  # what production code applies before calling the artifact (Answer.preprocess)
-        tags[names.TAG_PREPROCESS] = json.dumps(ev.preprocess, sort_keys=True, separators=(",", ":"))
-    run_tags = {**tags, names.TAG_STATUS: STATUS_RUNNING}
-    if non_finite:
-        run_tags["cnnselect.non_finite_metrics"] = ",".join(non_finite)
-    if writes.replaced:
-        run_tags[TAG_REPLACED] = ",".join(writes.replaced)[:5000]
-    run_name = names.run_name(ev.variant, ev.runner, ev.precision)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags) as run:
-        run_id = run.info.run_id
-        writes.started.append(run_id)
-        client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in ev.params.items()])
-        mlflow.log_dict(ev.fingerprint, "fingerprint.json")
-        with warnings.catch_warnings():  # MLflow registers two local-path source classes and warns that it picks one
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(ev.dataset.root)
-        dataset = MetaDataset(  # type: ignore[abstract]  # one digest, one meaning: the cnnselect.dataset_digest tag's
-            source=source, name=ev.dataset.name, digest=ev.dataset.digest[:32]
-        )
-        input_tags = {"classes": str(len(ev.dataset.classes)), "heldout_digest": ev.dataset.heldout_digest}
-        mlflow.log_input(dataset, context="heldout", tags=input_tags)
-        for path, local in ev.artifacts.items():
-            if Path(local).is_dir():
-                mlflow.log_artifacts(str(local), artifact_path=path)
-            else:
-                mlflow.log_artifact(str(local), artifact_path=path)
-        info = mlflow.onnx.log_model(
-            onnx.load(str(ev.artifact)),
-            name="model",
-            signature=infer_signature(ev.input_example, ev.output_example),
-            input_example=ev.input_example,
-            save_as_external_data=True,
-            onnx_execution_providers=["CPUExecutionProvider"],
-            pip_requirements=_pip_requirements(),
-            tags=tags,
-        )
-        # metrics after the model, linked to it in the same batch (logged before it, MLflow would copy each metric's
-        # history onto the model: one query per metric)
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id, metrics=[Metric(k, v, now, 0, run_id=run_id, model_id=info.model_id) for k, v in metrics.items()]
-        )
-        # the version's few tags (names.VERSION_TAGS), its figures on the card: the metrics are the run's and the
-        # LoggedModel's, where MLflow's UI shows and plots them
-        logged = {**tags, names.TAG_STATUS: names.STATUS_OK, names.TAG_RUN_ID: run_id}
-        version_tags = names.version_tags(logged, metrics)
-        if names.TAG_CARD not in version_tags:
-            log.warning(
-                "%s: its runner, precision, batch size, threads, fingerprint or family does not fit the card (one word "
-                "each, no '/' in the first three); the version is registered but is no candidate",
-                run_name,
-            )
-        mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)  # the version with all its tags
-        client.update_model_version(model_name, mv.version, description=version_description(ev, run_id))
-    client.set_tag(run_id, names.TAG_STATUS, names.STATUS_OK)  # the last write: ``ok`` means complete
-    writes.started.remove(run_id)
-    return Logged(run_id, f"models:/{model_name}/{mv.version}", str(mv.version))
 
 
 def version_description(ev: Evaluation, run_id: str) -> str:
@@ -359,99 +213,6 @@ def version_description(ev: Evaluation, run_id: str) -> str:
         f"| {fig('top1', '.3f')} | {interval} | {p95} | {size} |"
         f"\n\nMeasured at {ev.params.get('image_size', '?')} px with {ev.weights_source} weights; run `{run_id}`."
     )
-
-
-def _record_run(
-    settings: Settings,
-    dataset: str,
-    what: str,
-    run_name: str,
-    tags: dict[str, str],
-    write: Callable[[], None],
-    *,
-    failed: bool,
-) -> str:
-    """One run with ``tags`` and what ``write`` logs into it, ended FAILED when ``failed``: whole or not at all.
-
-    Retried as a whole; an attempt that raises deletes its run, or the next attempt does (as in log_evaluation).
-    """
-    import mlflow
-
-    writes = Attempts()
-
-    def once() -> str:
-        client = _client(settings)
-        writes.exp_id = ensure_experiment(settings, dataset)
-        writes.discard(client)
-        try:
-            with mlflow.start_run(experiment_id=writes.exp_id, run_name=run_name, tags=tags) as run:
-                writes.started.append(run.info.run_id)
-                write()
-            if failed:
-                client.set_terminated(run.info.run_id, status="FAILED")
-        except BaseException as exc:
-            writes.discard_after(lambda: _client(settings), exc)
-            raise
-        writes.started.clear()
-        return str(run.info.run_id)
-
-    return with_retries(once, what, settings)
-
-
-def log_failure(
-    settings: Settings,
-    dataset: str,
-    variant: str,
-    runner: str,
-    stage: str,
-    error: str,
-    key: str,
-    sweep: str,
-    artifacts: dict[str, Any] | None = None,
-) -> str:
-    """Record a failed evaluation as a FAILED run with the reason, so it shows in the MLflow UI beside the rest.
-
-    ``artifacts`` (file name -> JSON-able object) are logged with it, e.g. a gate's validation result.
-    """
-    import mlflow
-
-    tags = {
-        names.TAG_VARIANT: variant,
-        names.TAG_RUNNER: runner,
-        names.TAG_DATASET: dataset,
-        names.TAG_KEY: key,
-        names.TAG_SWEEP: sweep,
-        names.TAG_STATUS: names.STATUS_FAILED,
-        names.TAG_STAGE: stage,
-        names.TAG_ERROR: error[:4000],
-        names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
-    }
-
-    def write() -> None:
-        mlflow.log_text(error, "error.txt")
-        for name, obj in (artifacts or {}).items():
-            mlflow.log_dict(obj, name)
-
-    what = f"record failure of {variant}/{runner}"
-    return _record_run(settings, dataset, what, f"{variant}/{runner}/failed", tags, write, failed=True)
-
-
-def log_gate(settings: Settings, dataset: str, suite: str, result: dict[str, Any], passed: bool, key: str) -> str:
-    """Record one gate run (passed or failed) with its GX validation result as ``gates/<suite>.json``."""
-    import mlflow
-
-    tags = {
-        names.TAG_DATASET: dataset,
-        names.TAG_KEY: key,
-        TAG_GATE: suite,
-        TAG_GATE_STATUS: "passed" if passed else "failed",
-        names.TAG_EVALUATOR_VERSION: names.EVALUATOR_VERSION,
-    }
-
-    def write() -> None:
-        mlflow.log_dict(result, f"gates/{suite}.json")
-
-    return _record_run(settings, dataset, f"record gate {suite}", f"gate/{suite}", tags, write, failed=not passed)
 
 
 def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, Any]]:

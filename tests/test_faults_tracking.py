@@ -101,7 +101,8 @@ def test_server_down_30s_mid_sweep_loses_nothing(
     import mlflow
 
     from registry import names
-    from registry.tracking import log_evaluation, sweep_runs
+    from registry.tracking import sweep_runs
+    from registry.writes import log_evaluation
 
     monkeypatch.setenv("CNNSELECT_TRACKING_RETRY_SECONDS", "180")  # bounded, and longer than the outage
     settings = Settings(tracking_uri=server.uri)
@@ -155,7 +156,7 @@ def test_server_gone_for_good_is_a_typed_error(tmp_path: Path, monkeypatch: pyte
 WRITER = """
 import sys
 from registry.settings import Settings
-from registry.tracking import log_failure
+from registry.writes import log_failure
 s = Settings(tracking_uri=sys.argv[1])
 for i in range(int(sys.argv[3])):
     log_failure(s, "busy", f"w{sys.argv[2]}", "cpu", "test", "parallel writer", f"k{sys.argv[2]}-{i}", "busy-1")
@@ -185,7 +186,8 @@ def test_many_parallel_writers_on_sqlite_all_land(tmp_path: Path) -> None:
 
 def test_locked_sqlite_past_the_budget_points_to_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from registry.retry import TrackingStoreBusyError
-    from registry.tracking import ensure_experiment, log_failure, sweep_runs
+    from registry.tracking import ensure_experiment, sweep_runs
+    from registry.writes import log_failure
 
     db = tmp_path / "mlflow.db"
     settings = Settings(tracking_uri=f"sqlite:///{db}")

@@ -30,8 +30,9 @@ KILL_POINTS = {  # the store write the worker dies at: after it, or just before 
     "before_status_ok": ("tracking", "set_tag", "before"),  # the run's status=ok, the attempt's last write
 }
 PRELOAD = [
-    "tests.test_faults_worker", "registry.tracking", "mlflow.onnx", "mlflow.models", "mlflow.data.meta_dataset",
-    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "tests.test_faults_worker", "registry.tracking", "registry.writes", "mlflow.onnx", "mlflow.models",
+    "mlflow.data.meta_dataset", "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
 ]  # fmt: skip
 
 
@@ -40,7 +41,7 @@ def worker(uri: str, point: str, dataset: str, artifact: str) -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 
-    from registry.tracking import log_evaluation
+    from registry.writes import log_evaluation
 
     where, method, when = KILL_POINTS[point]
     store = TrackingStore if where == "tracking" else RegistryStore
@@ -93,7 +94,8 @@ def test_worker_killed_mid_log_then_retried_leaves_one_run_and_one_version(
     import mlflow
 
     from registry.client import Registry
-    from registry.tracking import ensure_experiment, find_finished, find_finished_many, log_evaluation, log_failure
+    from registry.tracking import ensure_experiment, find_finished, find_finished_many
+    from registry.writes import log_evaluation, log_failure
 
     dataset, artifact = f"w-{point.replace('_', '-')}", write_linear(tmp_path / "model")
     ev = evaluation(dataset, artifact)
@@ -153,7 +155,8 @@ def test_attempt_failing_after_its_version_leaves_nothing_half_written(
     import mlflow
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-    from registry.tracking import ensure_experiment, log_evaluation
+    from registry.tracking import ensure_experiment
+    from registry.writes import log_evaluation
 
     dataset = f"w-raise-{error.split()[-1]}"
     ev = evaluation(dataset, write_linear(tmp_path / "model"))
@@ -190,7 +193,8 @@ def test_attempt_failing_after_its_version_leaves_nothing_half_written(
 
 
 def test_gate_runs_found_by_key_and_verdict(store: Settings) -> None:
-    from registry.tracking import find_finished, find_gate_run, log_gate
+    from registry.tracking import find_finished, find_gate_run
+    from registry.writes import log_gate
 
     passed = log_gate(store, "w-gates", "heldout", {"success": True}, True, "gate-k1")
     failed = log_gate(store, "w-gates", "heldout", {"success": False}, False, "gate-k2")

@@ -31,7 +31,8 @@ def log_measurements(home: Path, tmp: Path, dataset: str = "digits", measured: l
     from evaluators.export import export_onnx
     from evaluators.runners import runner_host_id
     from registry.settings import Settings
-    from registry.tracking import DatasetRef, Evaluation, log_evaluation
+    from registry.tracking import DatasetRef, Evaluation
+    from registry.writes import log_evaluation
 
     torch.manual_seed(0)
     model = create_model(get_entry("test_efficientnet.r160_in1k"), 10).eval()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from registry.settings import Settings
-from registry.tracking import DatasetRef, Evaluation, Logged, log_evaluation
+from registry.tracking import DatasetRef, Evaluation, Logged
+from registry.writes import log_evaluation
 
 BASE = {
     "top1": 0.9,

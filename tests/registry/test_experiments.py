@@ -26,7 +26,7 @@ def test_created_once_with_location_and_tags_and_a_lost_race_reads_the_winner(tm
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from registry.tracking import get_or_create_experiment
+    from registry.writes import get_or_create_experiment
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     location = (tmp_path / "art").as_uri()

@@ -12,7 +12,8 @@ from registry import NoFeasibleModelError
 from registry.client import Registry, local_dir
 from registry.constraints import Constraints
 from registry.settings import Settings
-from registry.tracking import DatasetRef, Evaluation, find_finished, log_evaluation, log_failure
+from registry.tracking import DatasetRef, Evaluation, find_finished
+from registry.writes import log_evaluation, log_failure
 
 
 @pytest.fixture(scope="module")
