@@ -5,18 +5,16 @@ it through ``MlflowClient.create_model_version`` (real versions with the same ta
 metrics, two runners), in parallel threads on PostgreSQL. PostgreSQL then gets ``VACUUM ANALYZE``: autovacuum is off
 on the test server, and a production server's autovacuum would have run after such a bulk load.
 
-A Registry whose index is not loaded answers ``get_best`` in the store (``registry.pushdown``); one whose index is
-loaded (``candidates()``, ``explain()``, promotion) answers from it. Timed, each a separate definition of "cold":
+A Registry whose index is not loaded answers ``get_best`` in the store (``registry.stores.pushdown``); one whose
+index is loaded (``candidates()``, ``explain()``, promotion) answers from it. Timed, each a separate definition of
+"cold":
 - warm: the same constraints again within the TTL (the production steady state);
 - ttl_refresh: TTL expired, nothing changed: one watermark query, then memory;
 - changed_store: TTL expired after one new version, index not loaded: computed in the store again;
 - changed_index: the same with the index loaded: only the changed versions read (a delta), then memory;
-- first: the very first ``get_best`` after seeding; on PostgreSQL it builds cnnselect's table (``registry.table``:
-  every version read once and written as typed columns), which every later cold answer scans;
-- cold: ``invalidate()`` then ``get_best``, engine and connection pool open: computed in the store (on PostgreSQL
-  from cnnselect's table);
-- cold_card: the same without the table (where it cannot be used: a read-only role), from MLflow's tables: one
-  card tag per version (what SQLite always reads);
+- first: the very first ``get_best`` after seeding;
+- cold: ``invalidate()`` then ``get_best``, engine and connection pool open: computed in the store from MLflow's
+  tables (one card tag per version), nothing written;
 - cold_process: a new ``Registry`` after every engine was disposed, in a process that has imported everything:
   engine creation, first connection, the answer computed in the store, artifact check;
 - index_load: ``invalidate()`` then ``candidates()``: the full index load (every version and its tags);
@@ -30,7 +28,7 @@ loaded (``candidates()``, ``explain()``, promotion) answers from it. Timed, each
     .venv/bin/python -m bench.bench_get_best --quick --stores http --quick-versions 300 --no-write
 
 ``http``: the same seed written to SQLite, then served by ``mlflow server`` (one worker) on a loopback port; every
-read through MLflow's REST API (``registry.rest``). See ``bench_http``.
+read through MLflow's REST API (``registry.stores.api``). See ``bench_http``.
 """
 
 from __future__ import annotations
@@ -155,8 +153,8 @@ def naive_get_best(uri: str, k) -> str:
     from mlflow import MlflowClient
 
     from registry import names
-    from registry.index import candidate_from_tags, usable
     from registry.selection import select
+    from registry.stores.versions import candidate_from_tags, usable
 
     client = MlflowClient(uri)
     model_name = names.registered_model_name(DATASET)
@@ -175,9 +173,9 @@ def tag_rows(uri: str, model: str) -> int:
     """Every tag row of the registered model fetched, nothing built: what any full read of MLflow's tables moves."""
     import sqlalchemy as sa
 
-    from registry import index
+    from registry.stores import mlflow_tables
 
-    with index.shared_engine(uri, index.dialect_of(uri)).connect() as conn:
+    with mlflow_tables.shared_engine(uri).connect() as conn:
         sql = "SELECT version, key, value FROM model_version_tags WHERE workspace = 'default' AND name = :name"
         return len(conn.execute(sa.text(sql), {"name": model}).all())
 
@@ -226,10 +224,11 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
     import mlflow
     from mlflow import MlflowClient
 
-    from registry import hosts, index, names, table
+    from registry import hosts, names
     from registry.client import Registry
     from registry.constraints import Constraints
     from registry.settings import Settings
+    from registry.stores import mlflow_tables
 
     home = Path(tempfile.mkdtemp(prefix=f"cnnselect-bench-{kind}-"))
     uri = fresh_store(kind, home)
@@ -240,11 +239,9 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
         model = names.registered_model_name(DATASET)
         reg = Registry(settings=settings, ttl_s=3600)
         t = time.perf_counter()
-        want = reg.get_best(k).candidate.version  # on PostgreSQL: cnnselect's table built (every version read)
+        want = reg.get_best(k).candidate.version
         first = time.perf_counter() - t
         assert reg.index.loads == 0, "the first get_best loaded the index instead of answering in the store"
-        typed = kind in table.DIALECTS
-        assert reg.index.table_rows == (n if typed else 0), "cnnselect's table was not built from every version"
         assert naive_get_best(uri, k) == want, "naive and in-store answers differ"
         indexed = Registry(settings=settings, ttl_s=3600)
         indexed.candidates(DATASET)
@@ -257,17 +254,11 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
         samples["host_warm"] = timed(lambda: reg.get_best(hk), reps * 100)
         samples["host_cold"] = timed(lambda: reg.get_best(hk), reps, before=lambda: reg.invalidate(DATASET))
         assert reg.index.loads == 0, "a host target's cold answer loaded the index"
-        assert set(reg.index.store_queries) == {"table" if typed else "card"}, reg.index.store_queries
-        tables = table.DIALECTS
-        try:
-            table.DIALECTS = ()  # the same from MLflow's tables: one card per version
-            samples["cold_card"] = timed(lambda: reg.get_best(k), reps, before=lambda: reg.invalidate(DATASET))
-        finally:
-            table.DIALECTS = tables
+        assert set(reg.index.store_queries) == {"sql"}, reg.index.store_queries
         samples["index_load"] = timed(lambda: reg.candidates(DATASET), reps, before=lambda: reg.invalidate(DATASET))
 
         def fresh_registry() -> None:
-            index.dispose_engines()
+            mlflow_tables.dispose_engines()
             holder["reg"] = Registry(settings=settings)
 
         holder: dict[str, Registry] = {}
@@ -292,12 +283,11 @@ def bench(kind: str, n: int, workers: int, reps: int) -> dict[str, object]:
         samples["host_changed_store"] = timed(lambda: expiring.get_best(hk), reps, before=add_version)
         samples["host_changed_index"] = timed(lambda: expiring_indexed.get_best(hk), reps, before=add_version)
         assert expiring.index.loads == 0, "a change made the in-store path load the index"
-        assert expiring.index.table_rows <= (4 * reps if typed else 0), "a change rebuilt cnnselect's table"
         assert expiring_indexed.index.loads == 1 and expiring_indexed.index.deltas >= 2 * reps, "a change was no delta"
         procs = [new_process(uri, home, k) for _ in range(3)]
         naive = timed(lambda: naive_get_best(uri, k), 3)
         samples["tag_rows"] = timed(lambda: tag_rows(uri, model), reps)
-        index.dispose_engines()
+        mlflow_tables.dispose_engines()
     finally:
         drop_store(uri)
         shutil.rmtree(home, ignore_errors=True)
@@ -352,7 +342,7 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def bench_http(n: int, reps: int) -> dict[str, object]:
-    """The same seed in SQLite, served by `mlflow server`; every read through MLflow's REST API (registry.rest).
+    """The same seed in SQLite, served by `mlflow server`; every read through MLflow's REST API (registry.stores.api).
 
     - cold: ``invalidate()`` then ``get_best``: the operating point's versions read (filtered on the server);
     - index_load: the full index load, one request; ttl_refresh: the index loaded, TTL expired, nothing changed (two
@@ -478,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     http_rows = [bench_http(n, reps)] if "http" in kinds else []
     load_after = os.getloadavg()[0]
     cols = ["store", "versions", "warm_p50_ms", "warm_p99_ms", "ttl_refresh_p50_ms", "changed_store_p50_ms",
-            "changed_index_p50_ms", "cold_p50_ms", "cold_card_p50_ms", "cold_process_p50_ms",
+            "changed_index_p50_ms", "cold_p50_ms", "cold_process_p50_ms",
             "index_load_p50_ms", "tag_rows_p50_ms", "new_process_imports_ms", "new_process_first_ms",
             "new_process_wall_ms", "naive_p50_ms", "first_ms", "seed_s"]  # fmt: skip
     http_cols = ["store", "versions", "warm_p50_ms", "warm_p99_ms", "ttl_refresh_p50_ms", "changed_index_p50_ms",
@@ -496,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             *(
                 [
                     "Over HTTP (`mlflow server`, one worker, SQLite behind it, the same seed; every read through "
-                    "MLflow's REST API, `registry.rest`) beside the SQL stores:\n\n"
+                    "MLflow's REST API, `registry.stores.api`) beside the SQL stores:\n\n"
                     + table([*rows, *http_rows], http_cols)
                     + "\n\nTargets over HTTP: cold <= 1 s, ttl_refresh <= 50 ms, warm p50 <= 1 ms. Against them:\n\n"
                     + "\n".join(f"- {verdict_http(r)}" for r in http_rows)
@@ -511,23 +501,19 @@ def main(argv: list[str] | None = None) -> int:
                 else []
             ),
             "What each column times (p50 over repeated calls; warm over 100x as many). A Registry whose index is not "
-            "loaded computes `get_best` in the store (`registry.pushdown`: one SQL query, filters implied by "
-            "feasibility, objective order, a page of versions judged exactly in Python; on PostgreSQL it scans "
-            "cnnselect's own table of typed columns, `registry.table`, kept up to date under the watermark; on SQLite "
-            "it cuts the figures out of one card tag per version); one whose index is loaded answers from memory:\n"
-            "- first_ms: the first `get_best` after seeding, once; on PostgreSQL it builds cnnselect's table (every "
-            "version read and written once);\n"
+            "loaded computes `get_best` in the store (`registry.stores.pushdown`: one SQL query over MLflow's own "
+            "tables, read only, filters implied by feasibility, objective order, a page of versions judged exactly "
+            f"in Python; the figures cut out of one card tag per version, `{names.TAG_CARD}`, with `split_part`, "
+            "joined with `model_versions`); one whose index is loaded answers from memory:\n"
+            "- first_ms: the first `get_best` after seeding, once;\n"
             "- warm: within the TTL, the answer cached per constraints, its artifact re-checked (one stat);\n"
             "- ttl_refresh: TTL expired, nothing changed: one watermark query (the registered model's last update, "
             "highest version, count of versions carrying their card, aliases);\n"
             "- changed_store: TTL expired after one more version, index not loaded: the watermark, then computed in "
-            "the store (on PostgreSQL the new version first written to cnnselect's table);\n"
+            "the store;\n"
             "- changed_index: the same with the index loaded: the watermark, only the changed versions read again, "
             "selection in memory;\n"
             "- cold: everything dropped (`invalidate()`), connection pool open: computed in the store;\n"
-            "- cold_card: the same without cnnselect's table (where it cannot be used, e.g. a read-only role; what "
-            f"SQLite always reads): one card tag per version, `{names.TAG_CARD}`, cut with `split_part` and joined "
-            "with `model_versions`;\n"
             "- cold_process: a new Registry after every engine was disposed (new engine and first connection, then "
             "as cold), modules already imported;\n"
             "- index_load: the full index load (`candidates()` after `invalidate()`): every version and its tags, "

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac = sub.add_parser(
         "add-cards",
         help="write each version's card tag from its run (versions registered before this card format, cards edited by "
-        "hand), and have cnnselect's table (PostgreSQL) rebuilt",
+        "hand)",
     )
     ac.add_argument("--dataset", default="digits")
     ac.add_argument(

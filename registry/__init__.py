@@ -46,8 +46,6 @@ __all__ = [
     "recommend",
 ]
 
-_default: Registry | None = None
-
 
 def __getattr__(name: str) -> Any:  # lazy public imports: `import registry` stays cheap
     if name == "Constraints":
@@ -66,17 +64,10 @@ def __getattr__(name: str) -> Any:  # lazy public imports: `import registry` sta
 
 
 def default_registry() -> Registry:
-    """The process-wide registry on the configured tracking URI (``MLFLOW_TRACKING_URI`` or the embedded store).
+    """The process-wide registry on the configured tracking URI (see :func:`registry.client.default_registry`)."""
+    from registry.client import default_registry as default
 
-    Long-lived by nature, so it prefetches: its first ``get_best`` per dataset is computed in the store, and the
-    index then loads in the background, after which a registry change costs a delta refresh.
-    """
-    global _default
-    from registry.client import Registry
-
-    if _default is None:
-        _default = Registry(prefetch=True)
-    return _default
+    return default()
 
 
 def get_best(constraints: Constraints | str) -> Answer:

@@ -232,7 +232,7 @@ class Registry:
 
         try:
             # always through the registry, whatever the source: it refuses a deleted version, which a search no longer
-            # shows but the index may still hold (registry.rest); a logged model's `models:/m-...` source resolved.
+            # shows but the index may still hold (registry.stores.api); a `models:/m-...` source resolved.
             # The registry client directly: MlflowClient's method first fetches the registered model, which makes
             # the server read every version of it (O(versions) per check)
             registry = getattr(self.client, "_get_registry_client", None)
@@ -300,3 +300,20 @@ class Registry:
 
 
 DEPLOY_DIR = "deploy"  # where the pipeline logs a non-ONNX runner's artifact on its run (cnnselect.pipeline)
+
+
+_default: Registry | None = None
+_default_guard = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry on the configured tracking URI (``MLFLOW_TRACKING_URI`` or the embedded store).
+
+    Long-lived by nature, so it prefetches: its first ``get_best`` per dataset is computed in the store, and the
+    index then loads in the background, after which a registry change costs a delta refresh.
+    """
+    global _default
+    with _default_guard:
+        if _default is None:
+            _default = Registry(prefetch=True)
+    return _default

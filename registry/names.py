@@ -38,7 +38,7 @@ TAG_RUN_ID = "cnnselect.run_id"
 TAG_TEAM = "cnnselect.team"
 TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
 PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
-# One tag per fully logged version holds every figure the read path judges (registry.index, registry.pushdown), in
+# One tag per fully logged version holds every figure the read path judges (registry.stores), in
 # one short value: the version's metrics live on its run and LoggedModel, where MLflow's UI shows and plots them. It
 # is written in the one call that registers the version, never edited by cnnselect afterwards, and a version without
 # a readable one is no candidate. The format is in the key: a new one gets a new key (v1 lacked top1_ci_high, and
@@ -183,8 +183,8 @@ class Card:
 def read_card(value: str | None) -> Card | None:
     """The card's fields, or None when it is missing or is not exactly what :func:`card` writes.
 
-    Strict, so that Python and the store (registry.pushdown cuts the same fields in SQL) read the same figures: every
-    metric is "-" or a finite ``repr(float)``, the batch size plain digits.
+    Strict, so that Python and the store (registry.stores.pushdown cuts the same fields in SQL) read the same figures:
+    every metric is "-" or a finite ``repr(float)``, the batch size plain digits.
     """
     fields = (value or "").split(" ")
     if len(fields) != len(CARD_FIELDS):

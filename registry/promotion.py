@@ -239,7 +239,7 @@ def _record(registry: Registry, team: Team, best: Answer, previous: str | None, 
 
 def promote(which: Team | str, registry: Registry | None = None, *, blocking: bool = True, sweep: str = "") -> Decision:
     """Pick the team's winner and move its alias when the anti-flapping rule allows; idempotent."""
-    from registry import default_registry
+    from registry.client import default_registry
 
     reg = registry or default_registry()
     team = reg.team(which) if isinstance(which, str) else which
@@ -288,7 +288,7 @@ def promote(which: Team | str, registry: Registry | None = None, *, blocking: bo
 
 def history(team: str, registry: Registry | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
     """Every alias move for the team on its dataset (default: the team's current one), newest first."""
-    from registry import default_registry
+    from registry.client import default_registry
 
     reg = registry or default_registry()
     dataset = names.validate_name("dataset", dataset or reg.team(team).constraints.dataset)

@@ -115,16 +115,11 @@ def filter_literal(kind: str, value: str) -> str:
     return value
 
 
-def ensure_experiment(settings: Settings, dataset: str) -> str:
-    """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
-    from registry.writes import get_or_create_experiment
-
-    return get_or_create_experiment(
-        _client(settings),
-        names.experiment_name(dataset),
-        settings.artifact_location(dataset),
-        {names.TAG_DATASET: dataset},
-    )
+def _search_dataset(settings: Settings, dataset: str, filter_string: str) -> list[Any]:
+    """The dataset's runs matching the filter; none while its experiment does not exist (a read creates nothing)."""
+    client = _client(settings)
+    exp = client.get_experiment_by_name(names.experiment_name(dataset))
+    return [] if exp is None else search_runs(client, exp.experiment_id, filter_string)
 
 
 def find_finished_many(
@@ -147,8 +142,7 @@ def find_finished_many(
         clauses.append(f"tags.`{names.TAG_VARIANT}` = '{filter_literal('variant', variant)}'")
 
     def search() -> list[Any]:
-        client = _client(settings)
-        return search_runs(client, ensure_experiment(settings, dataset), " and ".join(clauses))
+        return _search_dataset(settings, dataset, " and ".join(clauses))
 
     what = f"look up {next(iter(wanted))}" if len(wanted) == 1 else f"look up {len(wanted)} keys"
     found: dict[str, str] = {}
@@ -169,8 +163,7 @@ def find_gate_run(settings: Settings, dataset: str, key: str, passed: bool | Non
     filter_literal("gate key", key)
 
     def search() -> list[Any]:
-        client = _client(settings)
-        return search_runs(client, ensure_experiment(settings, dataset), f"tags.`{names.TAG_KEY}` = '{key}'")
+        return _search_dataset(settings, dataset, f"tags.`{names.TAG_KEY}` = '{key}'")
 
     verdicts = {"passed", "failed"} if passed is None else {"passed" if passed else "failed"}
     for run in with_retries(search, f"look up gate {key}", settings):
@@ -220,8 +213,7 @@ def sweep_runs(settings: Settings, dataset: str, sweep: str) -> list[dict[str, A
     filter_literal("sweep id", sweep)
 
     def search() -> list[Any]:
-        client = _client(settings)
-        return search_runs(client, ensure_experiment(settings, dataset), f"tags.`{names.TAG_SWEEP}` = '{sweep}'")
+        return _search_dataset(settings, dataset, f"tags.`{names.TAG_SWEEP}` = '{sweep}'")
 
     runs = with_retries(search, f"read sweep {sweep}", settings)
     return [

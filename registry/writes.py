@@ -38,7 +38,6 @@ from registry.tracking import (
     _clean_metrics,
     _client,
     _pip_requirements,
-    ensure_experiment,
     filter_literal,
     version_description,
 )
@@ -71,6 +70,16 @@ def get_or_create_experiment(
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def ensure_experiment(settings: Settings, dataset: str) -> str:
+    """The dataset's experiment id, created on first use (artifacts where ``Settings.artifact_location`` says)."""
+    return get_or_create_experiment(
+        _client(settings),
+        names.experiment_name(dataset),
+        settings.artifact_location(dataset),
+        {names.TAG_DATASET: dataset},
+    )
 
 
 def experiment(

@@ -165,7 +165,8 @@ for i in range(int(sys.argv[3])):
 
 @pytest.mark.slow
 def test_many_parallel_writers_on_sqlite_all_land(tmp_path: Path) -> None:
-    from registry.tracking import ensure_experiment, sweep_runs
+    from registry.tracking import sweep_runs
+    from registry.writes import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = Settings(tracking_uri=uri)
@@ -186,8 +187,8 @@ def test_many_parallel_writers_on_sqlite_all_land(tmp_path: Path) -> None:
 
 def test_locked_sqlite_past_the_budget_points_to_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from registry.retry import TrackingStoreBusyError
-    from registry.tracking import ensure_experiment, sweep_runs
-    from registry.writes import log_failure
+    from registry.tracking import sweep_runs
+    from registry.writes import ensure_experiment, log_failure
 
     db = tmp_path / "mlflow.db"
     settings = Settings(tracking_uri=f"sqlite:///{db}")

@@ -73,7 +73,7 @@ def evaluation(dataset: str, artifact: str | Path) -> Evaluation:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """One SQLite store for the module (its schema takes seconds); each case keeps apart by dataset name."""
-    from registry.tracking import ensure_experiment
+    from registry.writes import ensure_experiment
 
     root = tmp_path_factory.mktemp("worker")
     settings = Settings(home=root / "home", tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -94,8 +94,8 @@ def test_worker_killed_mid_log_then_retried_leaves_one_run_and_one_version(
     import mlflow
 
     from registry.client import Registry
-    from registry.tracking import ensure_experiment, find_finished, find_finished_many
-    from registry.writes import log_evaluation, log_failure
+    from registry.tracking import find_finished, find_finished_many
+    from registry.writes import ensure_experiment, log_evaluation, log_failure
 
     dataset, artifact = f"w-{point.replace('_', '-')}", write_linear(tmp_path / "model")
     ev = evaluation(dataset, artifact)
@@ -155,8 +155,7 @@ def test_attempt_failing_after_its_version_leaves_nothing_half_written(
     import mlflow
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-    from registry.tracking import ensure_experiment
-    from registry.writes import log_evaluation
+    from registry.writes import ensure_experiment, log_evaluation
 
     dataset = f"w-raise-{error.split()[-1]}"
     ev = evaluation(dataset, write_linear(tmp_path / "model"))

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from registry.stores.pushdown import Settled
     from registry.stores.versions import Rows
 
-MAX_DELTA = 2_000  # more changed versions than this: a full reload is as cheap
-
-
 class Store(Protocol):
     kind: str
     answers_cold: bool  # best() can answer without a full read

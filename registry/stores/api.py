@@ -47,7 +47,7 @@ from registry import names
 from registry.constraints import Constraints
 from registry.selection import Candidate, RankedPool, Verdict
 from registry.stores.pushdown import Settled, point_prefix
-from registry.stores.versions import Rows
+from registry.stores.versions import MAX_DELTA, Rows
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,6 @@ class ApiStore:
 
     def delta(self, model_name: str, old: Rows, old_mark: Hashable, mark: Hashable) -> tuple[set[int], Rows] | None:
         """Only the versions updated since ``old``'s newest update read again; None: reload in full."""
-        from registry.stores import MAX_DELTA
-
         if not isinstance(mark, Mark) or not isinstance(old_mark, Mark) or unexplained(old_mark, mark):
             return None  # a version was deleted: which one, no REST call says
         versions = changed(self._client(), model_name, old.max_updated, MAX_DELTA)

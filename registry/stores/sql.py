@@ -14,7 +14,7 @@ from registry.hosts import on_host_point, runner_constraints
 from registry.selection import Candidate, Verdict
 from registry.stores import mlflow_tables as mt
 from registry.stores import pushdown
-from registry.stores.versions import Rows
+from registry.stores.versions import MAX_DELTA, Rows
 
 
 class SqlStore:
@@ -42,8 +42,6 @@ class SqlStore:
 
     def delta(self, model_name: str, old: Rows, old_mark: Hashable, mark: Hashable) -> tuple[set[int], Rows] | None:
         """The versions changed since ``old`` and what they are now; None when a full reload is the better move."""
-        from registry.stores import MAX_DELTA
-
         with self.engine.connect() as conn:
             changed = mt.changed(conn, model_name, old)
             if len(changed) > MAX_DELTA:

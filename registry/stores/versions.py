@@ -8,13 +8,14 @@ before this card format, or edited by hand) is no candidate, and a warning says 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from registry import names
 from registry.selection import Candidate
 
 log = logging.getLogger(__name__)
+MAX_DELTA = 2_000  # more changed versions than this: a full reload is as cheap
 
 
 @dataclass
@@ -92,17 +93,10 @@ def candidate_from_tags(
         version=str(version),
         run_id=tags.get(names.TAG_RUN_ID) or run_id or "",
         variant=tags.get(names.TAG_VARIANT, ""),
-        family=card.family,
-        runner=card.runner,
-        precision=card.precision,
-        fingerprint=card.fingerprint,
-        metrics=card.metrics,
-        batch_size=card.batch_size,
-        threads=card.threads,
         evaluator_version=tags.get(names.TAG_EVALUATOR_VERSION, ""),
         created_ms=int(created_ms or 0),
         artifact_uri=artifact_uri or "",
-        host=card.host,
+        **{f.name: getattr(card, f.name) for f in fields(card)},  # every figure and the operating point: the card's
     )
 
 

@@ -152,8 +152,7 @@ def test_a_promotion_record_whose_response_is_lost_is_written_once(
 def test_a_failure_record_whose_create_is_lost_is_written_once(
     store: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from registry.tracking import ensure_experiment
-    from registry.writes import log_failure
+    from registry.writes import ensure_experiment, log_failure
 
     ensure_experiment(store, "lost")
     lost = _lose_responses(monkeypatch, "create_run")
