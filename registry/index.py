@@ -427,8 +427,13 @@ class CandidateIndex:
 
         None when nothing there is feasible with its artifact in place: the index decides, and names the misses.
         """
-        from registry import pushdown, rest
+        from registry import logged, pushdown, rest
 
+        got = logged.settle(self._client(), model_name, constraints)  # the best LoggedModels first; None: not sure
+        if got is not None:
+            self.store_queries["logged"] = self.store_queries.get("logged", 0) + 1
+            if got.value is None or artifact_ok(got.value[0]):
+                return got.value
         try:
             versions = rest.at_point(self._client(), model_name, pushdown.point_prefix(constraints))
         except Exception as exc:  # a filter the server refuses: the index decides
