@@ -17,11 +17,11 @@ What the answer's exactness relies on (the index's answer, given the store as ``
   LoggedModel read links is read. Checked for every LoggedModel of the experiment in one request: none links three
   versions or more (``SHARED``: a version registered again from it, as the HTTP oracle test's clones are), else None.
   Not checkable without reading every version, and so assumed: no version at the point was registered from outside
-  the dataset's experiment or without its ``mlflow.modelVersions`` link (``mlflow.register_model`` and the tracking
-  server write it; ``MlflowClient.create_model_version`` on a database URI does not), no second version was
-  registered from a LoggedModel outside a tracking server (two links, which one version over HTTP also has), and no
-  card was edited by hand to differ from its LoggedModel (``cnnselect add-cards`` writes cards from the run's
-  metrics, which are the LoggedModel's);
+  the dataset's experiment, from a LoggedModel deleted since, or without its ``mlflow.modelVersions`` link
+  (``mlflow.register_model`` and the tracking server write it; ``MlflowClient.create_model_version`` on a database
+  URI does not), no second version was registered from a LoggedModel outside a tracking server (two links, which one
+  version over HTTP also has), and no card was edited by hand to differ from its LoggedModel (``cnnselect
+  add-cards`` writes cards from the run's metrics, which are the LoggedModel's);
 - **every server-side filter is implied by feasibility on the card** (a superset): the operating point's tags
   (runner, precision, batch size, the threads and host where pinned; the card's are those tags), the target
   fingerprint, the family where constrained, and the budgets judged on a figure without a bound: ``params_m``,
@@ -125,7 +125,7 @@ def _settle(client: Any, model_name: str, k: Constraints) -> Settled[tuple[Candi
                 return None
             for c in versions:
                 if c.fingerprint != fp or not at_point(c, k):
-                    return None  # its card is not where its LoggedModel's tags say
+                    continue  # a superset's (a store comparing tags without case): not at the point
                 v = judge(c, k)
                 if v.label == "feasible" and (winner is None or key(c) < winner[0]):
                     winner = (key(c), v)

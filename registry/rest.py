@@ -17,10 +17,10 @@ few. A full read (:func:`every_version`) is one request ordered by version numbe
 A cold ``get_best`` for a runner target reads only the versions at its operating point (:func:`at_point`: the card's
 first field, filtered on the server), then ranks them with the index's own selection: the same pool, so the same
 answer. Nothing in the REST API ranks versions by a figure of their card. ``search_logged_models`` filters and orders
-LoggedModels by their metrics on the server, but a version's figures are its card's (``names.TAG_CARD``), which
-need not be its LoggedModel's: several versions may share one LoggedModel (re-registered, or cloned as in the
-benchmark), a card is rewritten from the run's metrics by ``cnnselect add-cards``, and its status, fingerprint and
-host are the version's. An answer ranked there could differ from the index's; exactness comes first.
+LoggedModels by their metrics on the server, and a version's figures are its card's (``names.TAG_CARD``), which
+``log_evaluation`` writes from its LoggedModel's tags and metrics: :mod:`registry.logged` reads the best LoggedModels
+first and judges their versions' cards, checking each against its LoggedModel, and says "not sure" (this path
+answers) wherever the two may differ (a LoggedModel with several versions, a card that disagrees).
 
 What the REST API cannot tell, and what covers it:
 
