@@ -114,6 +114,11 @@ class Seed:
     files: Path  # the seed LoggedModel's artifacts folder, linked into each clone's
 
 
+def link_files(files: Path, folder: Path) -> None:
+    """``files`` (a folder) at ``folder`` too, each file hard-linked: MLflow refuses a symlink out of its folder."""
+    shutil.copytree(files, folder, copy_function=os.link)
+
+
 def clone(client: Any, model_name: str, seed: Seed, i: int, by_server: bool = False) -> str:
     """One more evaluation as ``log_evaluation`` leaves it: its own run and LoggedModel (the run's tags, its metrics
     linked to both), finalized, one version registered from it with its card, and the model's
@@ -129,9 +134,8 @@ def clone(client: Any, model_name: str, seed: Seed, i: int, by_server: bool = Fa
     lm_tags = {k: v for k, v in tags.items() if k not in (names.TAG_STATUS, names.TAG_RUN_ID, names.TAG_CARD)}
     lm = client.create_logged_model(seed.experiment_id, name="model", source_run_id=run_id, tags=lm_tags)
     folder = Path(lm.artifact_location.removeprefix("file://"))
-    if not folder.exists() and seed.files.exists():  # a local artifact store (the bench's): link the seed's files
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.symlink_to(seed.files, target_is_directory=True)
+    if not folder.exists() and seed.files.exists():  # a local artifact store (the bench's): the seed's files, linked
+        link_files(seed.files, folder)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, 0, run_id=run_id, model_id=lm.model_id)
                                       for k, v in metrics.items()])  # fmt: skip
@@ -602,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             + "), then its first `get_best` (SQLAlchemy and the driver imported, engine, first connection, computed "
             "in the store), and the whole process's wall time including interpreter start (median of 3);\n"
             "- naive: `search_model_versions` over every version, then the same pure selection; seed_s: setup, "
-            "not timed (N versions created through `MlflowClient.create_model_version`; the PostgreSQL store then "
+            "not timed (N evaluations cloned, each its own run, LoggedModel and version; the PostgreSQL store then "
             "gets `VACUUM ANALYZE`, as autovacuum is off on this test server).",
             f"Machine load: 1-minute load average {load_before:.1f} before, {load_after:.1f} after, on "
             f"{os.cpu_count()} cores (this benchmark itself keeps about one core busy; figures taken above 1 load "

@@ -12,7 +12,9 @@ metrics on the server and orders them by a metric; each LoggedModel names its re
 - ``versions_8``: the versions of a page of 8 LoggedModels, one ``get_model_version`` each;
 - ``newest_16``: the 16 newest versions at the operating point (their card's first field filtered);
 - ``settle``: ``registry.logged.settle`` for the get_best benchmark's constraints, all of the above it needs;
-- ``at_point``: what the cold path read before it, every version at the operating point.
+- ``at_point``: what the cold path read before it, every version at the operating point;
+- ``cold_get_best``: ``Registry.get_best`` after ``invalidate()`` (the artifact checked), which path answered it,
+  and its answer beside the index's (every version read).
 
     .venv/bin/python -m bench.logged_models --versions 10000 [--home DIR: seed once, reuse]
 """
@@ -30,11 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_get_best import DATASET, ms, seed, start_server, stop_server, timed  # noqa: E402
 
 
-def measure(uri: str, reps: int) -> dict[str, object]:
+def measure(uri: str, home: Path, reps: int) -> dict[str, object]:
     from mlflow import MlflowClient
 
     from registry import logged, names, rest
+    from registry.client import Registry
     from registry.constraints import Constraints
+    from registry.settings import Settings
 
     client = MlflowClient(uri)
     model = names.registered_model_name(DATASET)
@@ -76,6 +80,14 @@ def measure(uri: str, reps: int) -> dict[str, object]:
     out["settled"] = None if got is None else (got.value[0].version if got.value else "none feasible")
     samples["settle"] = timed(lambda: logged.settle(client, model, k), reps)
     samples["at_point"] = timed(lambda: rest.at_point(client, model, prefix), max(2, reps // 5))
+    settings = Settings(home=home, tracking_uri=uri)
+    cold = Registry(settings=settings, ttl_s=3600)
+    cold.index.prefetch = lambda model_name: None  # type: ignore[method-assign]  # each cold answer computed again
+    samples["cold_get_best"] = timed(lambda: cold.get_best(k), reps, before=lambda: cold.invalidate(DATASET))
+    out["cold_get_best_paths"] = dict(cold.index.store_queries)
+    indexed = Registry(settings=settings, ttl_s=3600)
+    indexed.candidates(DATASET)  # every version read: the index's answer
+    out["answers_cold_index"] = [cold.get_best(k).candidate.version, indexed.get_best(k).candidate.version]
     for name, s in samples.items():
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (round(v, 1) for v in ms(s))
     out["page_8_top1"] = [lm.metrics[0].value if lm.metrics else None for lm in lms[:3]]
@@ -90,7 +102,7 @@ def replicate(home: Path, to: int) -> int:
     import sqlite3
     import uuid
 
-    from bench.bench_get_best import evaluation
+    from bench.bench_get_best import evaluation, link_files
     from registry import names
 
     db = sqlite3.connect(home / "mlflow.db")
@@ -122,8 +134,7 @@ def replicate(home: Path, to: int) -> int:
                 (new_run, f"m{i}", run),
             )  # fmt: skip
             folder = home / "mlartifacts" / "models" / new_lm / "artifacts"
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            folder.symlink_to(files, target_is_directory=True)
+            link_files(files, folder)
             db.execute(
                 f"INSERT INTO logged_models (model_id, artifact_location, creation_timestamp_ms, "
                 f"last_updated_timestamp_ms, source_run_id, {lm_cols}) SELECT ?, ?, ?, ?, ?, {lm_cols} "
@@ -170,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     replicated = replicate(home, args.replicate_to) if args.replicate_to else 0
     proc, uri = start_server(db, home)
     try:
-        row = {"versions": args.versions, "replicated": replicated, "seed_s": seed_s, **measure(uri, args.reps)}
+        row = {"versions": args.versions, "replicated": replicated, "seed_s": seed_s, **measure(uri, home, args.reps)}
     finally:
         stop_server(proc)
     print(json.dumps(row, indent=1))
