@@ -8,8 +8,9 @@ metrics on the server and orders them by a metric; each LoggedModel names its re
 
 - ``lm_page_8`` / ``lm_page_32``: one page of LoggedModels at the operating point, budgets filtered, objective order;
 - ``lm_point_only_8``: the same with only the operating point's tags filtered (no metric filter);
-- ``shared_check``: whether any LoggedModel names more than one version (one result asked for);
-- ``versions_8``: the versions of a page of 8 LoggedModels, one ``get_model_version`` each;
+- ``shared_check``: whether any LoggedModel links three versions or more (``registry.logged.SHARED``, one result);
+- ``versions_8``: the versions of a page of 8 LoggedModels, one ``get_model_version`` each (``settle`` asks for
+  them in one ``run_id IN`` search instead);
 - ``newest_16``: the 16 newest versions at the operating point (their card's first field filtered);
 - ``settle``: ``registry.logged.settle`` for the get_best benchmark's constraints, all of the above it needs;
 - ``at_point``: what the cold path read before it, every version at the operating point;
@@ -17,6 +18,7 @@ metrics on the server and orders them by a metric; each LoggedModel names its re
   and its answer beside the index's (every version read).
 
     .venv/bin/python -m bench.logged_models --versions 10000 [--home DIR: seed once, reuse]
+    .venv/bin/python -m bench.logged_models --versions 200 --replicate-to 10000 --home DIR  # minutes, not an hour
 """
 
 from __future__ import annotations
@@ -167,11 +169,15 @@ def replicate(home: Path, to: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--versions", type=int, default=10_000)
+    p.add_argument("--versions", type=int, default=10_000, help="seeded through the API (a new home only)")
     p.add_argument("--home", type=Path, default=None, help="seed here once; a later run with the same home reuses it")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--replicate-to", type=int, default=0, help="then grow the store to this many versions in SQL")
     args = p.parse_args(argv)
+    from mlflow import MlflowClient
+
+    from registry import names
+
     home = args.home or Path(tempfile.mkdtemp(prefix="cnnselect-logged-"))
     home.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{home / 'mlflow.db'}"
@@ -181,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     replicated = replicate(home, args.replicate_to) if args.replicate_to else 0
     proc, uri = start_server(db, home)
     try:
-        row = {"versions": args.versions, "replicated": replicated, "seed_s": seed_s, **measure(uri, home, args.reps)}
+        found = MlflowClient(uri).search_registered_models(f"name = '{names.registered_model_name(DATASET)}'")
+        top = max(int(mv.version) for mv in found[0].latest_versions)  # the versions in the store (none deleted)
+        row = {"versions": top, "replicated": replicated, "seed_s": seed_s, **measure(uri, home, args.reps)}
     finally:
         stop_server(proc)
     print(json.dumps(row, indent=1))
