@@ -15,7 +15,8 @@ metrics on the server and orders them by a metric; each LoggedModel names its re
 - ``settle``: ``registry.logged.settle`` for the get_best benchmark's constraints, all of the above it needs;
 - ``at_point``: what the cold path read before it, every version at the operating point;
 - ``cold_get_best``: ``Registry.get_best`` after ``invalidate()`` (the artifact checked), which path answered it,
-  and its answer beside the index's (every version read).
+  and its answer beside the index's (every version read);
+- ``sets``: ``settle`` for other constraints (:func:`constraint_sets`), each beside the index's answer.
 
     .venv/bin/python -m bench.logged_models --versions 10000 [--home DIR: seed once, reuse]
     .venv/bin/python -m bench.logged_models --versions 200 --replicate-to 10000 --home DIR  # minutes, not an hour
@@ -28,6 +29,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -90,10 +92,42 @@ def measure(uri: str, home: Path, reps: int) -> dict[str, object]:
     indexed = Registry(settings=settings, ttl_s=3600)
     indexed.candidates(DATASET)  # every version read: the index's answer
     out["answers_cold_index"] = [cold.get_best(k).candidate.version, indexed.get_best(k).candidate.version]
+    out["sets"] = [one_set(client, indexed, model, s) for s in constraint_sets()]
     for name, s in samples.items():
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (round(v, 1) for v in ms(s))
     out["page_8_top1"] = [lm.metrics[0].value if lm.metrics else None for lm in lms[:3]]
     return out
+
+
+def constraint_sets() -> list[Any]:
+    """Other constraints at the same store: each objective, tight and loose budgets, the other runner, a pinned
+    fingerprint, a weighted objective (never answered here)."""
+    from registry.constraints import Constraints
+
+    d = DATASET
+    return [
+        Constraints(dataset=d, objective="latency", min_top1=0.8),
+        Constraints(dataset=d, objective="size", max_latency_ms=10, min_top1=0.7),
+        Constraints(dataset=d, target="edge", max_latency_ms=5, min_top1=0.95, max_params_m=20),
+        Constraints(dataset=d, min_top1=0.97, max_latency_ms=2, max_size_mb=50),  # few or none feasible
+        Constraints(dataset=d, objective="size", fingerprint="fp-bench", max_gmacs=2, max_top1_drop=0.01),
+        Constraints(dataset=d, objective="weighted", weights={"top1": 100.0, "latency": 1.0}),
+    ]
+
+
+def one_set(client: Any, indexed: Any, model: str, k: Any) -> dict[str, object]:
+    """``registry.logged.settle`` for ``k``: its time (median of 3), what it said, and whether the index agrees."""
+    from registry import logged
+    from registry.errors import RegistryError
+
+    got = logged.settle(client, model, k)
+    said = None if got is None else (got.value[0].version if got.value else "none")
+    try:
+        want = indexed.get_best(k).candidate.version
+    except RegistryError:
+        want = "none"
+    return {"k": k.model_dump(exclude_defaults=True, exclude={"dataset"}), "settled": said, "index": want,
+            "ms": round(ms(timed(lambda: logged.settle(client, model, k), 3))[0], 1)}  # fmt: skip
 
 
 def replicate(home: Path, to: int) -> int:

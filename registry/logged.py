@@ -25,7 +25,8 @@ What the answer's exactness relies on (the index's answer, given the store as ``
 - **every server-side filter is implied by feasibility on the card** (a superset): the operating point's tags
   (runner, precision, batch size, the threads and host where pinned; the card's are those tags), the target
   fingerprint, the family where constrained, and the budgets judged on a figure without a bound: ``params_m``,
-  ``size_mb``, ``gmacs``, ``memory_rss_mb``, ``top1_drop_vs_fp32`` and parity. Not ``top1`` nor latency: ``judge``
+  ``size_mb``, ``gmacs``, ``memory_rss_mb`` and ``top1_drop_vs_fp32`` (parity too, but it rules out next to nothing
+  and costs a join). Not ``top1`` nor latency: ``judge``
   checks their bound where it is finite, else the point, and a bound below its point is possible in the data, so
   neither metric alone is implied; MLflow's filters are a conjunction, no ``OR``;
 - **the server orders by the objective's metric exactly as ``rank_key`` costs it**: the value is the card's (checked
@@ -55,7 +56,7 @@ from registry.selection import Candidate, Verdict, at_point, cost_term, judge, r
 
 log = logging.getLogger(__name__)
 PAGE = 32
-FIRST_PAGE = 8  # the best few nearly always settle it; each LoggedModel costs one version read
+FIRST_PAGE = 16  # the best few nearly always settle it; a second page costs a round trip more than a longer first
 MAX_PAGES = 4
 NEWEST_PAGE = 16  # the newest versions at the point read for the target fingerprint
 NEWEST_PAGES = 2
@@ -89,13 +90,16 @@ def settle(client: Any, model_name: str, k: Constraints) -> Settled[tuple[Candid
 
 
 def _settle(client: Any, model_name: str, k: Constraints) -> Settled[tuple[Candidate, Verdict]] | None:
-    experiment = client.get_experiment_by_name(names.experiment_name(k.dataset))
-    if experiment is None:
-        return None
-    ids = [str(experiment.experiment_id)]
-    if len(client.search_logged_models(ids, filter_string=SHARED, max_results=1)):
-        return None  # a LoggedModel with several versions: their cards need not be its figures
-    fp = k.fingerprint if k.fingerprint is not None else newest_fingerprint(client, model_name, k)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the newest version meanwhile: two round trips saved
+        newest = pool.submit(newest_fingerprint, client, model_name, k) if k.fingerprint is None else None
+        experiment = client.get_experiment_by_name(names.experiment_name(k.dataset))
+        ids = [str(experiment.experiment_id)] if experiment is not None else []
+        shared = not ids or len(client.search_logged_models(ids, filter_string=SHARED, max_results=1)) > 0
+        fp = k.fingerprint if newest is None else newest.result()
+    if shared:
+        return None  # no experiment, or a LoggedModel with several versions: their cards need not be its figures
     if not fp or not _plain(fp):
         return None  # none there, or none on the newest card: no tag to filter on
     metric, sign = cost_term(k.objective, k)
@@ -158,8 +162,7 @@ def point_filter(k: Constraints, fingerprint: str) -> str | None:
         limit = getattr(k, budget)
         if limit is not None and float(limit) >= 0:  # a negative one is left to judge (nothing passes it)
             parts.append(f"metrics.{metric} <= {float(limit)!r}")
-    parts.append("metrics.onnx_parity_ok = 1.0")
-    return " AND ".join(parts)
+    return " AND ".join(parts)  # not parity (1 nearly everywhere): each filter costs the server a join
 
 
 def newest_fingerprint(client: Any, model_name: str, k: Constraints) -> str | None:
