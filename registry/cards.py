@@ -10,6 +10,7 @@ host ids (``names.TAG_HOST``) gets its host from its own ``fingerprint.json``, a
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from registry import names, writes
@@ -67,6 +68,8 @@ def add_cards(settings: Settings, dataset: str) -> int:
             measured[names.TAG_HOST] = _host_of(client, run.info.run_id, measured.get(names.TAG_RUNNER, ""))
         value = names.version_tags(measured, run.data.metrics).get(names.TAG_CARD)
         if value is not None and tags.get(names.TAG_CARD) != value:
+            if not written:  # before the first card: a card written here need not be its LoggedModel's figures
+                writes.set_model_tag(settings, client, model, names.TAG_CARDS_REWRITTEN, str(int(time.time() * 1000)))
             writes.set_version_tags(settings, client, model, mv.version, {names.TAG_CARD: value})
             written += 1
     return written

@@ -36,6 +36,9 @@ TAG_BATCH_SIZE = "cnnselect.batch_size"  # operating point of the measurement (f
 TAG_THREADS = "cnnselect.threads"
 TAG_RUN_ID = "cnnselect.run_id"
 TAG_TEAM = "cnnselect.team"
+# on a registered model: its cards were written after registration (``cnnselect add-cards``), so a card need not be
+# its version's LoggedModel's figures: registry.stores.logged does not answer for it
+TAG_CARDS_REWRITTEN = "cnnselect.cards_rewritten"
 TAG_PROMOTION_PREFIX = "cnnselect.promotion."  # on a version: cnnselect.promotion.<team>.<field>
 PROMOTIONS_EXPERIMENT = "cnnselect/promotions"
 # One tag per fully logged version holds every figure the read path judges (registry.stores), in

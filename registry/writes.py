@@ -449,6 +449,12 @@ def delete_version_tag(settings: Settings, client: Any, model: str, version: str
     )
 
 
+def set_model_tag(settings: Settings, client: Any, model: str, key: str, value: str) -> None:
+    """Set a tag on a registered model."""
+    write = functools.partial(client.set_registered_model_tag, model, key, value)
+    with_retries(write, f"tag {model} {key}", settings)
+
+
 def set_run_tags(settings: Settings, client: Any, tags: dict[str, dict[str, str]]) -> None:
     """Set tags on runs (run id -> key -> value), one call each."""
     for run_id, these in tags.items():

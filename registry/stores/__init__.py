@@ -7,7 +7,10 @@ flight. Nothing here calls back up, and a read never writes.
 - ``sqlite``, ``postgresql``, ``mysql``, ``mssql``: :class:`~registry.stores.sql.SqlStore`, MLflow's tables read
   directly (:mod:`registry.stores.mlflow_tables`);
 - anything else (``http(s)``, ``databricks``, a file store): :class:`~registry.stores.api.ApiStore`, MLflow's public
-  API through ``MlflowClient``.
+  API through ``MlflowClient``; over HTTP its cold answers come from the LoggedModels (:mod:`registry.stores.logged`).
+
+One accelerator per store kind: the SQL query over the cards (:mod:`registry.stores.pushdown`), the LoggedModel
+search over HTTP. Where it is not sure, the index loads every version and answers; that is always right.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from registry.selection import Candidate, Verdict
     from registry.stores.pushdown import Settled
     from registry.stores.versions import Rows
+
 
 class Store(Protocol):
     kind: str

@@ -17,13 +17,12 @@ newest one the index saw (that millisecond read again: a version read twice is h
 few. A full read (:func:`every_version`) is one request ordered by version number, as large as the server allows
 (200,000), so that no page boundary can skip a version while another writer deletes one.
 
-A cold ``get_best`` for a runner target reads only the versions at its operating point (:func:`at_point`: the card's
-first field, filtered on the server), then ranks them with the index's own selection: the same pool, so the same
-answer. Nothing in the REST API ranks versions by a figure of their card. ``search_logged_models`` filters and orders
-LoggedModels by their metrics on the server, but a version's figures are its card's (``names.TAG_CARD``), which
-need not be its LoggedModel's: several versions may share one LoggedModel (re-registered, or cloned as in the
-benchmark), a card is rewritten from the run's metrics by ``cnnselect add-cards``, and its status, fingerprint and
-host are the version's. An answer ranked there could differ from the index's; exactness comes first.
+A cold ``get_best`` is answered from the LoggedModels (:mod:`registry.stores.logged`): ``search_logged_models``
+filters and orders them by a metric on the server, and each version's figures are its card's (``names.TAG_CARD``),
+which ``log_evaluation`` writes from its LoggedModel's tags and metrics; the best LoggedModels' versions are read and
+judged from their cards, each checked against its LoggedModel. That is this store's one accelerator: where it is
+not sure (a weighted objective, a host target, a LoggedModel with several versions, cards written later), the index
+loads every version in one request (:func:`every_version`) and answers.
 
 What the REST API cannot tell, and what covers it:
 
@@ -43,10 +42,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from registry import names
 from registry.constraints import Constraints
-from registry.selection import Candidate, RankedPool, Verdict
-from registry.stores.pushdown import Settled, point_prefix
+from registry.selection import Candidate, Verdict
+from registry.stores.pushdown import Settled
 from registry.stores.versions import MAX_DELTA, Rows
 
 log = logging.getLogger(__name__)
@@ -89,24 +87,6 @@ def every_version(client: Any, model_name: str) -> list[Any]:
         page = client.search_model_versions(
             _by_name(model_name), max_results=LOAD_PAGE, order_by=["version_number ASC"], page_token=token
         )
-        out += page
-        token = page.token
-        if not token:
-            return out
-
-
-def at_point(client: Any, model_name: str, prefix: str) -> list[Any]:
-    """The live versions whose card starts with ``prefix`` (an operating point): filtered on the server, one request.
-
-    ``LIKE`` reads ``_`` as any character and may ignore case: a superset, which the caller narrows exactly.
-    """
-    card = f"tags.`{names.TAG_CARD}` LIKE '{prefix}%'"
-    out, token = [], None
-    while True:
-        page = client.search_model_versions(
-            f"{_by_name(model_name)} AND {card}", max_results=LOAD_PAGE, order_by=["version_number ASC"],
-            page_token=token,
-        )  # fmt: skip
         out += page
         token = page.token
         if not token:
@@ -180,14 +160,7 @@ class ApiStore:
         return {int(mv.version) for mv in versions}, rows_of(model_name, versions)
 
     def best(self, model_name: str, k: Constraints) -> Settled[tuple[Candidate, Verdict]] | None:
-        """A runner target's best: its operating point's versions read, ranked as the index ranks them.
+        """A runner target's best from the LoggedModels (:mod:`registry.stores.logged`); None: not sure."""
+        from registry.stores import logged
 
-        ``Settled(None)`` when nothing there is feasible; None for a host target (the index answers it).
-        """
-        if k.on_host:
-            return None
-        versions = at_point(self._client(), model_name, point_prefix(k))
-        pool = RankedPool.build(rows_of(model_name, versions).in_version_order(), k)
-        for verdict in pool.feasible():
-            return Settled((verdict.candidate, verdict))
-        return Settled(None)
+        return logged.settle(self._client(), model_name, k)

@@ -191,13 +191,13 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     assert best not in {c.version for c in reg.candidates(ds)}
 
 
-def test_a_cold_get_best_over_http_reads_its_point_and_equals_the_oracle(http_store: Settings, tiny_onnx) -> None:
-    """A cold runner-target answer over REST (its operating point's versions, filtered on the server, ranked as the
-    index ranks) is the brute-force selection's over every candidate, on 120 random constraint sets."""
+def test_a_cold_get_best_over_http_is_never_wrong_and_equals_the_oracle(http_store: Settings, tiny_onnx) -> None:
+    """Over REST, on 120 random constraint sets of a messy store, the store's cold answer is the brute-force
+    selection's wherever it settles one, and ``get_best`` (the index behind it) always is."""
     import random
 
     from registry.selection import select
-    from tests.registry.test_pushdown import agrees_with_the_oracle, random_constraints, seed_messy_versions
+    from tests.registry.test_pushdown import random_constraints, seed_messy_versions
 
     ds, rng = "http-oracle", random.Random(5)
 
@@ -208,15 +208,33 @@ def test_a_cold_get_best_over_http_reads_its_point_and_equals_the_oracle(http_st
     seed_messy_versions(oracle, add, ds, 60, rng)
     candidates, model = oracle.candidates(ds), names.registered_model_name(ds)
     cold = Registry(settings=http_store, ttl_s=3600)
-    answered = 0
+    settled = 0
     for trial in range(120):
-        got = agrees_with_the_oracle(cold, model, candidates, random_constraints(ds, rng), trial)
-        answered += got is not None
-    assert 10 <= answered <= 110 and cold.index.store_queries == {"api": 120} and cold.index.loads == 0
+        settled += settles_as_the_oracle(cold, model, candidates, random_constraints(ds, rng), trial)
+    # the messy seed registers some versions twice from one LoggedModel: their cards need not be its figures, so the
+    # LoggedModels answer nothing here (registry.stores.logged.SHARED; test_logged covers the sets they settle)
+    assert settled == 0 and cold.index.loads == 0
     k = Constraints(dataset=ds, min_top1=0.5)
-    answer = cold.get_best(k)  # through get_best: answered from the point, the index loaded behind it
+    answer = cold.get_best(k)  # through get_best: the index loaded, and answered
     assert answer.candidate.version == select(candidates, k)[0].candidate.version
     deadline = time.monotonic() + 60
     while not cold.index.loaded(model) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cold.index.loads == 1 and cold.get_best(k).candidate.version == answer.candidate.version
+
+
+def settles_as_the_oracle(reg: Registry, model: str, candidates: list, k: Constraints, trial: int) -> bool:
+    """Whether the store settled ``k`` cold; when it did, its answer is the brute-force selection's (None: nothing
+    feasible). "Not sure" is allowed: the index answers then."""
+    from registry.errors import NoCandidatesError, NoFeasibleModelError
+    from registry.selection import select
+
+    try:
+        want: str | None = select(candidates, k)[0].candidate.version
+    except (NoCandidatesError, NoFeasibleModelError):
+        want = None
+    got = reg.index.store.best(model, k)
+    if got is None:
+        return False
+    assert (got.value[0].version if got.value else None) == want, (trial, k)
+    return True

@@ -1,0 +1,236 @@
+"""What MLflow's public LoggedModel search costs over HTTP at N registered versions, each with its own LoggedModel.
+
+The cold ``get_best`` over a tracking server used to read every version at the operating point (its card's prefix,
+about 0.5 ms a version on the server). MLflow 3's ``search_logged_models`` filters LoggedModels by their tags and
+metrics on the server and orders them by a metric; each LoggedModel names its registered versions in its
+``mlflow.modelVersions`` tag. Timed here, each over a ``mlflow server`` (one worker, SQLite behind it) seeded as
+``bench.bench_get_best`` seeds it (one LoggedModel per version):
+
+- ``lm_page_8`` / ``lm_page_32``: one page of LoggedModels at the operating point, budgets filtered, objective order;
+- ``lm_point_only_8``: the same with only the operating point's tags filtered (no metric filter);
+- ``shared_check``: whether any LoggedModel links three versions or more (``logged.SHARED``, one result);
+- ``versions_8``: the versions of a page of 8 LoggedModels, one ``get_model_version`` each (``settle`` asks for
+  them in one ``run_id IN`` search instead);
+- ``newest_16``: the 16 newest versions at the operating point (their card's first field filtered);
+- ``settle``: ``registry.stores.logged.settle`` for the get_best benchmark's constraints, all of the above it needs;
+- ``at_point``: what the cold path read before it, every version at the operating point;
+- ``cold_get_best``: ``Registry.get_best`` after ``invalidate()`` (the artifact checked), which path answered it,
+  and its answer beside the index's (every version read);
+- ``sets``: ``settle`` for other constraints (:func:`constraint_sets`), each beside the index's answer.
+
+    .venv/bin/python -m bench.logged_models --versions 10000 [--home DIR: seed once, reuse]
+    .venv/bin/python -m bench.logged_models --versions 200 --replicate-to 10000 --home DIR  # minutes, not an hour
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_get_best import DATASET, ms, seed, start_server, stop_server, timed  # noqa: E402
+
+
+def measure(uri: str, home: Path, reps: int) -> dict[str, object]:
+    from mlflow import MlflowClient
+
+    from registry import names
+    from registry.client import Registry
+    from registry.constraints import Constraints
+    from registry.settings import Settings
+    from registry.stores import logged
+
+    client = MlflowClient(uri)
+    model = names.registered_model_name(DATASET)
+    exp = client.get_experiment_by_name(names.experiment_name(DATASET)).experiment_id
+    point = "tags.`cnnselect.runner` = 'cpu' AND tags.`cnnselect.precision` = 'fp32'"
+    point += " AND tags.`cnnselect.batch_size` = '1' AND tags.`cnnselect.fingerprint` = 'fp-bench'"
+    budgets = " AND metrics.latency_p95_ms <= 20 AND metrics.top1 >= 0.8 AND metrics.params_m <= 50"
+    order = [{"field_name": "metrics.top1", "ascending": False}]
+
+    def page(size: int, filt: str) -> list:
+        return list(client.search_logged_models([exp], filter_string=filt, order_by=order, max_results=size))
+
+    out: dict[str, object] = {}
+    samples = {
+        "lm_page_8": timed(lambda: page(8, point + budgets), reps),
+        "lm_page_32": timed(lambda: page(32, point + budgets), reps),
+        "lm_point_only_8": timed(lambda: page(8, point), reps),
+        "shared_check": timed(
+            lambda: client.search_logged_models(
+                [exp], filter_string="tags.`mlflow.modelVersions` LIKE '%},%'", max_results=1
+            ),
+            reps,
+        ),
+    }
+    lms = page(8, point + budgets)
+    versions = [json.loads(lm.tags["mlflow.modelVersions"])[0]["version"] for lm in lms]
+    samples["versions_8"] = timed(lambda: [client.get_model_version(model, v) for v in versions], reps)
+    prefix = "cpu/fp32/1/"
+    samples["newest_16"] = timed(
+        lambda: client.search_model_versions(
+            f"name = '{model}' AND tags.`{names.TAG_CARD}` LIKE '{prefix}%'",
+            max_results=16,
+            order_by=["creation_timestamp DESC", "version_number DESC"],
+        ),
+        reps,
+    )
+    k = Constraints(dataset=DATASET, max_latency_ms=20, min_top1=0.8, max_params_m=50)  # bench_get_best's
+    got = logged.settle(client, model, k)
+    out["settled"] = None if got is None else (got.value[0].version if got.value else "none feasible")
+    samples["settle"] = timed(lambda: logged.settle(client, model, k), reps)
+    at_point = f"name = '{model}' AND tags.`{names.TAG_CARD}` LIKE '{prefix}%'"  # the cold path before this one
+    samples["at_point"] = timed(lambda: client.search_model_versions(at_point, max_results=200_000), max(2, reps // 5))
+    settings = Settings(home=home, tracking_uri=uri)
+    cold = Registry(settings=settings, ttl_s=3600)
+    cold.index.prefetch = lambda model_name: None  # type: ignore[method-assign]  # each cold answer computed again
+    samples["cold_get_best"] = timed(lambda: cold.get_best(k), reps, before=lambda: cold.invalidate(DATASET))
+    out["cold_get_best_paths"] = dict(cold.index.store_queries)
+    indexed = Registry(settings=settings, ttl_s=3600)
+    indexed.candidates(DATASET)  # every version read: the index's answer
+    out["answers_cold_index"] = [cold.get_best(k).candidate.version, indexed.get_best(k).candidate.version]
+    out["sets"] = [one_set(client, indexed, model, s) for s in constraint_sets()]
+    for name, s in samples.items():
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (round(v, 1) for v in ms(s))
+    out["page_8_top1"] = [lm.metrics[0].value if lm.metrics else None for lm in lms[:3]]
+    return out
+
+
+def constraint_sets() -> list[Any]:
+    """Other constraints at the same store: each objective, tight and loose budgets, the other runner, a pinned
+    fingerprint, a weighted objective (never answered here)."""
+    from registry.constraints import Constraints
+
+    d = DATASET
+    return [
+        Constraints(dataset=d, objective="latency", min_top1=0.8),
+        Constraints(dataset=d, objective="size", max_latency_ms=10, min_top1=0.7),
+        Constraints(dataset=d, target="edge", max_latency_ms=5, min_top1=0.95, max_params_m=20),
+        Constraints(dataset=d, min_top1=0.97, max_latency_ms=2, max_size_mb=50),  # few or none feasible
+        Constraints(dataset=d, objective="size", fingerprint="fp-bench", max_gmacs=2, max_top1_drop=0.01),
+        Constraints(dataset=d, objective="weighted", weights={"top1": 100.0, "latency": 1.0}),
+    ]
+
+
+def one_set(client: Any, indexed: Any, model: str, k: Any) -> dict[str, object]:
+    """``logged.settle`` for ``k``: its time (median of 3), what it said, and whether the index agrees."""
+    from registry.errors import RegistryError
+    from registry.stores import logged
+
+    got = logged.settle(client, model, k)
+    said = None if got is None else (got.value[0].version if got.value else "none")
+    try:
+        want = indexed.get_best(k).candidate.version
+    except RegistryError:
+        want = "none"
+    return {"k": k.model_dump(exclude_defaults=True, exclude={"dataset"}), "settled": said, "index": want,
+            "ms": round(ms(timed(lambda: logged.settle(client, model, k), 3))[0], 1)}  # fmt: skip
+
+
+def replicate(home: Path, to: int) -> int:
+    """The seeded store grown to ``to`` versions by copying, in SQL, the rows ``bench_get_best.clone`` writes through
+    the API (a run, a LoggedModel with its tags, metrics and ``mlflow.modelVersions`` link, a version with its tags),
+    with the next evaluations' figures: the same rows, minutes faster than the API on a busy machine. SQLite only;
+    returns how many were added."""
+    import sqlite3
+    import uuid
+
+    from bench.bench_get_best import evaluation, link_files
+    from registry import names
+
+    db = sqlite3.connect(home / "mlflow.db")
+    model = names.registered_model_name(DATASET)
+    (top,) = db.execute("SELECT max(version) FROM model_versions WHERE name = ?", (model,)).fetchone()
+    src, run, created = db.execute(
+        "SELECT source, run_id, creation_time FROM model_versions WHERE name = ? AND version = ?", (model, top)
+    ).fetchone()
+    lm_id = src.removeprefix("models:/")
+    exp, files = db.execute(
+        "SELECT experiment_id, artifact_location FROM logged_models WHERE model_id = ?", (lm_id,)
+    ).fetchone()
+    files = Path(files.removeprefix("file://")).resolve()
+    base = dict(
+        db.execute("SELECT key, value FROM model_version_tags WHERE name = ? AND version = 1", (model,)).fetchall()
+    )
+    lm_cols = "experiment_id, name, status, lifecycle_stage, model_type, status_message"
+    added = 0
+    with db:
+        for i in range(top - 1, to - 1):  # clone i is version i + 2
+            version, new_run, new_lm = i + 2, uuid.uuid4().hex, f"m-{uuid.uuid4().hex}"
+            tags, metrics = evaluation(base, i)
+            tags[names.TAG_RUN_ID] = new_run
+            at = created + version
+            db.execute(
+                "INSERT INTO runs SELECT ?, ?, source_type, source_name, entry_point_name, user_id, status, "
+                "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time "
+                "FROM runs WHERE run_uuid = ?",
+                (new_run, f"m{i}", run),
+            )  # fmt: skip
+            folder = home / "mlartifacts" / "models" / new_lm / "artifacts"
+            link_files(files, folder)
+            db.execute(
+                f"INSERT INTO logged_models (model_id, artifact_location, creation_timestamp_ms, "
+                f"last_updated_timestamp_ms, source_run_id, {lm_cols}) SELECT ?, ?, ?, ?, ?, {lm_cols} "
+                "FROM logged_models WHERE model_id = ?", (new_lm, folder.as_uri(), at, at, new_run, lm_id),
+            )  # fmt: skip
+            lm_tags = {k: v for k, v in tags.items() if k not in (names.TAG_STATUS, names.TAG_RUN_ID, names.TAG_CARD)}
+            lm_tags["mlflow.modelVersions"] = json.dumps([{"name": model, "version": str(version)}])
+            db.executemany(
+                "INSERT INTO logged_model_tags VALUES (?, ?, ?, ?)", [(new_lm, exp, k, v) for k, v in lm_tags.items()]
+            )
+            db.executemany(
+                "INSERT INTO logged_model_metrics VALUES (?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL)",
+                [(new_lm, k, at, v, exp, new_run) for k, v in metrics.items()],
+            )
+            db.execute(
+                "INSERT INTO model_versions VALUES "
+                "(?, ?, ?, ?, NULL, NULL, 'None', ?, ?, 'READY', NULL, NULL, ?, 'default')",
+                (model, version, at, at, f"models:/{new_lm}", new_run, folder.as_uri()),
+            )
+            vtags = names.version_tags(tags, metrics)
+            db.executemany(
+                "INSERT INTO model_version_tags VALUES (?, ?, ?, ?, 'default')",
+                [(k, v, model, version) for k, v in vtags.items()],
+            )
+            added += 1
+        db.execute("UPDATE registered_models SET last_updated_time = ? WHERE name = ?", (created + to + 1, model))
+    db.close()
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--versions", type=int, default=10_000, help="seeded through the API (a new home only)")
+    p.add_argument("--home", type=Path, default=None, help="seed here once; a later run with the same home reuses it")
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--replicate-to", type=int, default=0, help="then grow the store to this many versions in SQL")
+    args = p.parse_args(argv)
+    from mlflow import MlflowClient
+
+    from registry import names
+
+    home = args.home or Path(tempfile.mkdtemp(prefix="cnnselect-logged-"))
+    home.mkdir(parents=True, exist_ok=True)
+    db = f"sqlite:///{home / 'mlflow.db'}"
+    seed_s = None
+    if not (home / "mlflow.db").exists():
+        seed_s, _ = seed(db, home, args.versions, 1)
+    replicated = replicate(home, args.replicate_to) if args.replicate_to else 0
+    proc, uri = start_server(db, home)
+    try:
+        found = MlflowClient(uri).search_registered_models(f"name = '{names.registered_model_name(DATASET)}'")
+        top = max(int(mv.version) for mv in found[0].latest_versions)  # the versions in the store (none deleted)
+        row = {"versions": top, "replicated": replicated, "seed_s": seed_s, **measure(uri, home, args.reps)}
+    finally:
+        stop_server(proc)
+    print(json.dumps(row, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
