@@ -37,8 +37,11 @@ What the REST API cannot tell, and what covers it:
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,16 +71,33 @@ def _by_name(model_name: str) -> str:
 
 
 def watermark(client: Any, model_name: str) -> Mark | None:
-    """The model's :class:`Mark` in two REST calls; None when there is no such registered model."""
+    """The model's :class:`Mark` in two REST calls, made at once; None when there is no such registered model.
+
+    Read in either order, a version registered between the two calls makes the next mark differ (a delta reads it),
+    and a registered model newer than every version update reads as a deletion: a full reload, never a missed change.
+    """
+    pending = _pool().submit(
+        client.search_model_versions, _by_name(model_name), max_results=1, order_by=["last_updated_timestamp DESC"]
+    )
     found = client.search_registered_models(filter_string=_by_name(model_name), max_results=1)
+    newest = pending.result()
     if not found:
         return None
     rm = found[0]
     top = max((int(mv.version) for mv in rm.latest_versions or []), default=0)
-    newest = client.search_model_versions(_by_name(model_name), max_results=1, order_by=["last_updated_timestamp DESC"])
     last = (int(newest[0].last_updated_timestamp or 0), int(newest[0].version)) if newest else (0, 0)
     aliases = tuple(sorted((str(a), str(v)) for a, v in (rm.aliases or {}).items()))
     return Mark(int(rm.last_updated_timestamp or 0), top, last, aliases)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One per process (a forked worker gets its own: its parent's threads are not there), threads started on use."""
+    return _pool_of(os.getpid())
+
+
+@functools.cache
+def _pool_of(pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"cnnselect-watermark-{pid}")
 
 
 def every_version(client: Any, model_name: str) -> list[Any]:
