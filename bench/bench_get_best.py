@@ -557,9 +557,9 @@ def main(argv: list[str] | None = None) -> int:
                     "`search_logged_models` filters them by the operating point's tags and the budgets feasibility "
                     "implies and orders them by the objective's metric on the server; each one's version read and "
                     "judged from its card, until no unread one can rank first; where not sure, `cold_path` index: the "
-                    "index loaded); index_load every version in one "
-                    "request; ttl_refresh two REST calls (`search_registered_models` by name, the newest version "
-                    "update); changed_index the versions updated since, one short page; stale_read a `get_best` past "
+                    "index loaded); index_load every version in one request; ttl_refresh two REST calls made at "
+                    "once (`search_registered_models` by name, the newest version update); changed_index the "
+                    "versions updated since, one short page; stale_read a `get_best` past "
                     "the TTL with `stale_s` while that change is read in the background (the last answer at once); "
                     "naive `search_model_versions` paged by 1000 over every version, then the pure selection."
                 ]
