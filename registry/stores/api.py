@@ -48,7 +48,7 @@ from typing import Any
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict
 from registry.stores.pushdown import Settled
-from registry.stores.versions import MAX_DELTA, Rows
+from registry.stores.versions import MAX_DELTA, Rows, rows_of
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,6 @@ def unexplained(old: Mark, new: Mark) -> bool:
     Only a move since ``old`` counts: a deletion the index has reloaded for stays the newest event until the next one.
     """
     return new.updated != old.updated and new.updated > new.newest[0]
-
-
-def rows_of(model_name: str, versions: list[Any]) -> Rows:
-    """What ``mlflow_tables.read_rows`` makes of ``ModelVersion`` entities (a search hides deleted ones)."""
-    rows = Rows({})
-    for mv in versions:
-        v, tags = int(mv.version), mv.tags or {}
-        created, updated = mv.creation_timestamp, mv.last_updated_timestamp
-        rows.add(model_name, v, tags, mv.status == "READY", False, updated, mv.run_id, created, mv.source or "")
-    return rows
 
 
 class ApiStore:

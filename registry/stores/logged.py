@@ -54,6 +54,7 @@ from registry import names
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict, at_point, cost_term, judge, rank_key
 from registry.stores.pushdown import Settled, _beyond, point_prefix
+from registry.stores.versions import rows_of
 
 log = logging.getLogger(__name__)
 PAGE = 32
@@ -205,13 +206,8 @@ def newest_fingerprint(client: Any, model_name: str, k: Constraints) -> str | No
 
 
 def _candidate(model_name: str, mv: Any) -> Candidate | None:
-    """What the index makes of a version (``CandidateIndex._rows_rest``): READY, ``ok``, a readable card."""
-    from registry.stores.versions import candidate_from_tags, usable
-
-    tags = mv.tags or {}
-    if mv.status != "READY" or not usable(tags):
-        return None
-    return candidate_from_tags(model_name, str(mv.version), mv.run_id, mv.creation_timestamp, tags, mv.source or "")
+    """What the index makes of a version (``versions.rows_of``): READY, ``ok``, a readable card."""
+    return rows_of(model_name, [mv]).by_version.get(int(mv.version))
 
 
 def _figures(lm: Any) -> dict[str, float] | None:

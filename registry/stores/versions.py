@@ -113,3 +113,13 @@ def warn_uncarded(model_name: str, versions: list[str]) -> None:
         "edited by hand; `cnnselect add-cards --dataset %s` writes each one from its run's metrics",
         model_name, len(versions), names.TAG_CARD, named, model_name.removeprefix("cnnselect-"),
     )  # fmt: skip
+
+
+def rows_of(model_name: str, versions: list[Any]) -> Rows:
+    """What ``mlflow_tables.read_rows`` makes of ``ModelVersion`` entities (a search hides deleted ones)."""
+    rows = Rows({})
+    for mv in versions:
+        v, tags = int(mv.version), mv.tags or {}
+        created, updated = mv.creation_timestamp, mv.last_updated_timestamp
+        rows.add(model_name, v, tags, mv.status == "READY", False, updated, mv.run_id, created, mv.source or "")
+    return rows
