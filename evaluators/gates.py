@@ -352,7 +352,8 @@ def gate_evaluations(
     """The results gate for one model's evaluations (one per runner), keyed by runner: the result file, or the error.
 
     One GX validation for all of them (a validation costs about as much for one row as for several); when it fails,
-    each is gated again on its own, so a runner's verdict never depends on another's figures.
+    each is gated again on its own, so a runner's verdict never depends on another's figures (a lone evaluation's
+    verdict is that validation's already: it is not run twice).
     """
     if not evs:
         return {}
@@ -363,7 +364,7 @@ def gate_evaluations(
         return {ev.runner: _saved(together, out) for ev, out in zip(evs, out_dirs, strict=True)}
     out: dict[str, Path | GateError] = {}
     for ev, out_dir in zip(evs, out_dirs, strict=True):
-        alone = check_results([_row(ev)], config)
+        alone = together if len(evs) == 1 else check_results([_row(ev)], config)
         path = _saved(alone, out_dir)
         out[ev.runner] = path if alone.success else GateError(alone)
     return out

@@ -5,10 +5,12 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+import evaluators.gates as gates
 from evaluators.data import scan
 from evaluators.gates import (
     DATA_SUITE,
@@ -210,7 +212,9 @@ def test_gate_evaluation_writes_result_and_raises(tmp_path: Path) -> None:
     assert gate_evaluation(Ev(), object(), None, tmp_path).name == "cnnselect.results.json"
 
 
-def test_a_models_runners_are_gated_together_and_a_failure_is_judged_per_runner(tmp_path: Path) -> None:
+def test_a_models_runners_are_gated_together_and_a_failure_is_judged_per_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Ev:
         def __init__(self, runner: str, **changes: float) -> None:
             self.variant, self.runner, self.metrics = "m", runner, {**GOOD, **changes}
@@ -226,3 +230,14 @@ def test_a_models_runners_are_gated_together_and_a_failure_is_judged_per_runner(
     assert mixed["edge"].result.subject == "m/edge" and "'top1'" in str(mixed["edge"])  # named for its own figures
     assert json.loads((tmp_path / "c" / f"{RESULTS_SUITE}.json").read_text())["subject"] == "m/cpu"
     assert gate_evaluations([], object(), None, []) == {}
+    calls: list[int] = []
+    real = gates.check_results
+
+    def counted(evs: Any, config: Any = None, subject: Any = None) -> Any:
+        calls.append(len(evs))
+        return real(evs, config, subject)
+
+    monkeypatch.setattr(gates, "check_results", counted)
+    alone = gate_evaluations([Ev("edge", top1=math.nan)], object(), None, [tmp_path / "a"])
+    assert isinstance(alone["edge"], GateError) and calls == [1]  # a lone evaluation is validated once
+    assert json.loads((tmp_path / "a" / f"{RESULTS_SUITE}.json").read_text())["subject"] == "m/edge"

@@ -213,7 +213,8 @@ def test_the_confusion_picture_colours_each_cell_by_its_count() -> None:
 
 @pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"])
 def test_the_flop_count_is_flop_counter_modes_total(arch: str) -> None:
-    """The same formulas as ``FlopCounterMode``, without its per-module tracking: the totals agree exactly."""
+    """The same formulas as ``FlopCounterMode`` on real tensors, without its per-module tracking and on the meta device:
+    the totals agree exactly."""
     import timm
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -224,3 +225,5 @@ def test_the_flop_count_is_flop_counter_modes_total(arch: str) -> None:
     with torch.no_grad(), unfused_attention(model), counter:
         model(torch.zeros(1, 3, 64, 64))
     assert counter.get_total_flops() > 0 and count_flops(model, 64) == counter.get_total_flops()
+    # counted on meta tensors: the model keeps its own weights, on the CPU, in eval mode
+    assert all(p.device.type == "cpu" for p in model.parameters()) and not model.training
