@@ -3,19 +3,16 @@
 Over HTTP that is MLflow's REST API, and no database is in reach. It also reads a SQL store whose tables
 :mod:`registry.stores.mlflow_tables` does not know.
 
-A watermark in two REST calls, nothing else read while it holds:
+A watermark in one REST call, nothing else read while it holds: ``search_registered_models("name = ...")``, the
+registered model's ``last_updated_timestamp``, its aliases and its tags. MLflow moves that timestamp whenever a version
+is created, deleted or moves stage (``SqlAlchemyStore``, ``FileStore``); not ``get_registered_model``: to find the
+latest versions the server builds every version of the model (O(versions)), where the search asks for them in one
+grouped query.
 
-- ``search_registered_models("name = ...")``: the registered model's ``last_updated_timestamp`` (MLflow moves it on
-  every version created or deleted), its aliases and its latest versions (the highest live one). Not
-  ``get_registered_model``: to find the latest versions the server builds every version of the model (O(versions)),
-  where the search asks for them in one grouped query;
-- ``search_model_versions("name = ...", order_by last_updated_timestamp DESC, max_results=1)``: the newest version
-  update (a version created, its description or stage changed).
-
-A change reads only what changed (:func:`changed`): the versions in that order, from the newest update down to the
-newest one the index saw (that millisecond read again: a version read twice is harmless), in pages that grow from a
-few. A full read (:func:`every_version`) is one request ordered by version number, as large as the server allows
-(200,000), so that no page boundary can skip a version while another writer deletes one.
+A change reads only what changed (:func:`changed`): the versions in ``last_updated_timestamp`` order, from the newest
+update down to the newest one the index saw (that millisecond read again: a version read twice is harmless), in pages
+that grow from a few. A full read (:func:`every_version`) is one request ordered by version number, as large as the
+server allows (200,000), so that no page boundary can skip a version while another writer deletes one.
 
 A cold ``get_best`` is answered from the LoggedModels (:mod:`registry.stores.logged`): ``search_logged_models``
 filters and orders them by a metric on the server, and each version's figures are its card's (``names.TAG_CARD``),
@@ -26,25 +23,25 @@ loads every version in one request (:func:`every_version`) and answers.
 
 What the REST API cannot tell, and what covers it:
 
-- a deleted version leaves every search and moves only the registered model's timestamp. When that timestamp is
-  newer than every live version's update (:func:`unexplained`), the newest event was a deletion (or an edit of the
+- a deleted version leaves every search and moves only the registered model's timestamp. When the delta finds no live
+  version as new as that timestamp (:func:`unexplained`), the newest event was a deletion (or an edit of the
   registered model itself): the index reloads in full. A deletion followed by a newer registration before the next
   check is not seen that way: the answer's own version is asked for before it is answered (``Registry.artifact_ok``
   resolves every remote artifact through the registry, which refuses a deleted version), and ``max_age_s`` reloads;
-- a tag written on an existing version (a card written later, ``cnnselect add-cards``) moves no timestamp: seen at
-  the next full reload (``max_age_s``), as on every store.
+- a tag written on an existing version moves no timestamp: ``cnnselect add-cards`` marks the registered model
+  (``names.TAG_CARDS_REWRITTEN``, in the mark: a full reload), anything else is seen at the next full reload
+  (``max_age_s``), as on every store. So is a version's status moved on its own (a registry that registers
+  asynchronously; MLflow's own stores register a version READY).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from registry import names
 from registry.constraints import Constraints
 from registry.selection import Candidate, Verdict
 from registry.stores.pushdown import Settled
@@ -58,12 +55,11 @@ FIRST_PAGE = 16  # a change is a few versions: the first page of a delta holds t
 
 @dataclass(frozen=True)
 class Mark:
-    """What the two watermark calls read; equal marks: nothing a delta would read has changed."""
+    """What the watermark call reads; equal marks: nothing a delta would read has changed."""
 
     updated: int  # the registered model's last_updated_timestamp
-    top: int  # the highest live version
-    newest: tuple[int, int]  # (last_updated_timestamp, version) of the newest version update
     aliases: tuple[tuple[str, str], ...]
+    cards_rewritten: str  # names.TAG_CARDS_REWRITTEN: cards written on existing versions (add-cards)
 
 
 def _by_name(model_name: str) -> str:
@@ -71,33 +67,13 @@ def _by_name(model_name: str) -> str:
 
 
 def watermark(client: Any, model_name: str) -> Mark | None:
-    """The model's :class:`Mark` in two REST calls, made at once; None when there is no such registered model.
-
-    Read in either order, a version registered between the two calls makes the next mark differ (a delta reads it),
-    and a registered model newer than every version update reads as a deletion: a full reload, never a missed change.
-    """
-    pending = _pool().submit(
-        client.search_model_versions, _by_name(model_name), max_results=1, order_by=["last_updated_timestamp DESC"]
-    )
+    """The model's :class:`Mark` in one REST call; None when there is no such registered model."""
     found = client.search_registered_models(filter_string=_by_name(model_name), max_results=1)
-    newest = pending.result()
     if not found:
         return None
     rm = found[0]
-    top = max((int(mv.version) for mv in rm.latest_versions or []), default=0)
-    last = (int(newest[0].last_updated_timestamp or 0), int(newest[0].version)) if newest else (0, 0)
     aliases = tuple(sorted((str(a), str(v)) for a, v in (rm.aliases or {}).items()))
-    return Mark(int(rm.last_updated_timestamp or 0), top, last, aliases)
-
-
-def _pool() -> ThreadPoolExecutor:
-    """One per process (a forked worker gets its own: its parent's threads are not there), threads started on use."""
-    return _pool_of(os.getpid())
-
-
-@functools.cache
-def _pool_of(pid: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"cnnselect-watermark-{pid}")
+    return Mark(int(rm.last_updated_timestamp or 0), aliases, (rm.tags or {}).get(names.TAG_CARDS_REWRITTEN, ""))
 
 
 def every_version(client: Any, model_name: str) -> list[Any]:
@@ -128,12 +104,9 @@ def changed(client: Any, model_name: str, since: int, most: int) -> list[Any] | 
         size = min(size * 8, most + 1)  # all of this page changed: a larger one from the top (no page token kept)
 
 
-def unexplained(old: Mark, new: Mark) -> bool:
-    """The registered model moved, and after every live version's update: a version was deleted (or the model edited).
-
-    Only a move since ``old`` counts: a deletion the index has reloaded for stays the newest event until the next one.
-    """
-    return new.updated != old.updated and new.updated > new.newest[0]
+def unexplained(mark: Mark, versions: list[Any]) -> bool:
+    """The registered model moved after every version updated since: a version was deleted (or the model edited)."""
+    return mark.updated > max((int(mv.last_updated_timestamp or 0) for mv in versions), default=0)
 
 
 class ApiStore:
@@ -146,7 +119,7 @@ class ApiStore:
         self.answers_cold = uri.startswith(("http://", "https://"))  # elsewhere a full read is as cheap
 
     def watermark(self, model_name: str) -> Hashable:
-        return watermark(self._client(), model_name)  # two REST calls
+        return watermark(self._client(), model_name)  # one REST call
 
     def load(self, model_name: str, mark: Hashable = None) -> tuple[Rows, dict[str, str]]:
         """Every version in one request; the aliases those the watermark just read (else read with it)."""
@@ -162,11 +135,17 @@ class ApiStore:
 
     def delta(self, model_name: str, old: Rows, old_mark: Hashable, mark: Hashable) -> tuple[set[int], Rows] | None:
         """Only the versions updated since ``old``'s newest update read again; None: reload in full."""
-        if not isinstance(mark, Mark) or not isinstance(old_mark, Mark) or unexplained(old_mark, mark):
-            return None  # a version was deleted: which one, no REST call says
+        if (
+            not isinstance(mark, Mark)
+            or not isinstance(old_mark, Mark)
+            or mark.cards_rewritten != old_mark.cards_rewritten
+        ):
+            return None  # cards rewritten on existing versions: no timestamp says which
+        if mark.updated == old_mark.updated:
+            return set(), Rows({})  # only the aliases moved
         versions = changed(self._client(), model_name, old.max_updated, MAX_DELTA)
-        if versions is None:
-            return None
+        if versions is None or unexplained(mark, versions):
+            return None  # too many changed, or a version was deleted: which one, no REST call says
         return {int(mv.version) for mv in versions}, rows_of(model_name, versions)
 
     def best(self, model_name: str, k: Constraints) -> Settled[tuple[Candidate, Verdict]] | None:

@@ -22,7 +22,7 @@ from registry.constraints import Constraints
 from registry.settings import Settings
 from registry.stores import logged
 from tests.registry.conftest import log_one
-from tests.registry.test_pushdown import FAMILIES, random_constraints
+from tests.registry.test_pushdown import messy_evaluation, random_constraints
 from tests.registry.test_read_path_http import (
     http_store,  # noqa: F401 - the fixture: one server for this module
     settles_as_the_oracle,
@@ -58,37 +58,7 @@ def seed_evaluations(store: Settings, tiny_onnx: Any, ds: str, n: int, rng: rand
     seed = client.get_model_version(model, "1")
     base = {k: v for k, v in seed.tags.items() if k != names.TAG_CARD}
     for i in range(n):
-        top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
-        lat = round(rng.uniform(0.5, 30), 1)
-        metrics: dict[str, float] = {
-            "top1": top1,
-            "top1_ci_low": top1 - rng.choice([0.0, 0.01, 0.05]),
-            "latency_p95_ms": lat,
-            "latency_p95_ub_ms": lat * rng.choice([1.0, 1.1]),
-            "latency_p50_ms": lat * 0.8,
-            "params_m": rng.choice([1.0, 5.0, 25.0]),
-            "size_mb": rng.choice([4.0, 20.0, 100.0]),
-            "gmacs": rng.choice([0.1, 1.0, 4.0]),
-            "memory_rss_mb": rng.choice([10.0, 50.0]),
-            "top1_drop_vs_fp32": rng.choice([-0.01, 0.0, 0.02]),
-            "onnx_parity_ok": rng.choice([1.0, 1.0, 1.0, 0.0]),
-        }
-        odd = rng.random()
-        if odd < 0.08:
-            del metrics[rng.choice(sorted(metrics))]  # unmeasured
-        elif odd < 0.16:
-            metrics[rng.choice(sorted(metrics))] = rng.choice([float("nan"), float("inf")])
-        runner = rng.choice(["cpu", "cpu", "cpu", "edge"])
-        tags = {
-            **base,
-            names.TAG_VARIANT: f"v{rng.randint(0, 6)}",
-            names.TAG_FAMILY: rng.choice(FAMILIES),
-            names.TAG_RUNNER: runner,
-            names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
-            names.TAG_FINGERPRINT: "fp-new" if i > n // 3 else "fp-old",  # the newest measured is fp-new
-            names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
-            names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
-        }
+        tags, metrics = messy_evaluation(rng, i, n, base)
         version = evaluation(client, ds, tags, metrics)
         if rng.random() < 0.04:
             client.delete_model_version(model, version)

@@ -19,9 +19,47 @@ from registry.stores import pushdown
 FAMILIES = ["resnet", "efficientnet", "mobilenetv3"]
 
 
+def messy_evaluation(
+    rng: random.Random, i: int, n: int, base: dict[str, str]
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Evaluation ``i`` of ``n``: its tags (over ``base``) and metrics, with what a store can hold: ties, NaN/inf,
+    missing metrics, failed parity, other runners, batch sizes and fingerprints, failed evaluations."""
+    top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
+    lat = round(rng.uniform(0.5, 30), 1)
+    metrics: dict[str, float] = {
+        "top1": top1,
+        "top1_ci_low": top1 - rng.choice([0.0, 0.01, 0.05]),
+        "latency_p95_ms": lat,
+        "latency_p95_ub_ms": lat * rng.choice([1.0, 1.1]),
+        "latency_p50_ms": lat * 0.8,
+        "params_m": rng.choice([1.0, 5.0, 25.0]),
+        "size_mb": rng.choice([4.0, 20.0, 100.0]),
+        "gmacs": rng.choice([0.1, 1.0, 4.0]),
+        "memory_rss_mb": rng.choice([10.0, 50.0]),
+        "top1_drop_vs_fp32": rng.choice([-0.01, 0.0, 0.02]),
+        "onnx_parity_ok": rng.choice([1.0, 1.0, 1.0, 0.0]),
+    }
+    odd = rng.random()
+    if odd < 0.08:
+        del metrics[rng.choice(sorted(metrics))]  # unmeasured
+    elif odd < 0.16:
+        metrics[rng.choice(sorted(metrics))] = rng.choice([float("nan"), float("inf")])
+    runner = rng.choice(["cpu", "cpu", "cpu", "edge"])
+    tags = {
+        **base,
+        names.TAG_VARIANT: f"v{rng.randint(0, 6)}",
+        names.TAG_FAMILY: rng.choice(FAMILIES),
+        names.TAG_RUNNER: runner,
+        names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
+        names.TAG_FINGERPRINT: "fp-new" if i > n // 3 else "fp-old",  # the newest measured is fp-new
+        names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
+        names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
+    }
+    return tags, metrics
+
+
 def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: random.Random) -> None:
-    """``n`` versions with what the store can hold: ties, NaN/inf, missing metrics, failed parity, other runners,
-    batch sizes and fingerprints, failed evaluations, deleted versions."""
+    """``n`` versions of :func:`messy_evaluation`, a few of them deleted."""
     add_version(ds, "seed", top1=0.5)
     client = MlflowClient(reg.tracking_uri)
     model = names.registered_model_name(ds)
@@ -30,37 +68,7 @@ def seed_messy_versions(reg: Registry, add_version: Any, ds: str, n: int, rng: r
     # a tracking server checks a `models:/m-...` source against the LoggedModel named with it
     logged = (seed.model_id or seed.source.rsplit("/", 1)[-1]) if reg.tracking_uri.startswith("http") else None
     for i in range(n):
-        top1 = round(rng.uniform(0.5, 1.0), 2)  # rounded: ties on the objective must break the same way
-        lat = round(rng.uniform(0.5, 30), 1)
-        metrics: dict[str, Any] = {
-            "top1": top1,
-            "top1_ci_low": top1 - rng.choice([0.0, 0.01, 0.05]),
-            "latency_p95_ms": lat,
-            "latency_p95_ub_ms": lat * rng.choice([1.0, 1.1]),
-            "latency_p50_ms": lat * 0.8,
-            "params_m": rng.choice([1.0, 5.0, 25.0]),
-            "size_mb": rng.choice([4.0, 20.0, 100.0]),
-            "gmacs": rng.choice([0.1, 1.0, 4.0]),
-            "memory_rss_mb": rng.choice([10.0, 50.0]),
-            "top1_drop_vs_fp32": rng.choice([-0.01, 0.0, 0.02]),
-            "onnx_parity_ok": rng.choice([1.0, 1.0, 1.0, 0.0]),
-        }
-        odd = rng.random()
-        if odd < 0.08:
-            del metrics[rng.choice(sorted(metrics))]  # unmeasured
-        elif odd < 0.16:
-            metrics[rng.choice(sorted(metrics))] = rng.choice([float("nan"), float("inf")])
-        runner = rng.choice(["cpu", "cpu", "cpu", "edge"])
-        tags = {
-            **base,
-            names.TAG_VARIANT: f"v{rng.randint(0, 6)}",
-            names.TAG_FAMILY: rng.choice(FAMILIES),
-            names.TAG_RUNNER: runner,
-            names.TAG_PRECISION: "int8" if runner == "edge" else "fp32",
-            names.TAG_FINGERPRINT: "fp-new" if i > n // 3 else "fp-old",  # the newest measured is fp-new
-            names.TAG_BATCH_SIZE: rng.choice(["1", "1", "1", "8"]),
-            names.TAG_STATUS: names.STATUS_OK if rng.random() > 0.05 else "failed",
-        }
+        tags, metrics = messy_evaluation(rng, i, n, base)
         tags = names.version_tags(tags, metrics)
         mv = client.create_model_version(model, seed.source, run_id=seed.run_id, tags=tags, model_id=logged)
         if rng.random() < 0.04:

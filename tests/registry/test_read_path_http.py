@@ -124,11 +124,12 @@ class Calls:
         return out
 
 
-def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
+def test_over_http_a_check_is_one_call_and_a_change_reads_only_what_changed(
     http_store: Settings, tiny_onnx, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing changed: two REST calls, no version read. A new version or an alias: one short page. A deletion (the
-    registered model moved after every live version): a full reload. A deletion behind a newer registration: the
+    """Nothing changed: one REST call, no version read. A new version: one short page; an alias: nothing more read.
+    A deletion (the registered model moved after every version updated since): a full reload; cards rewritten
+    (``add-cards`` marks the registered model): a full reload. A deletion behind a newer registration: the
     deleted winner is never answered (its registry entry is asked for), and the next full reload drops it."""
     from registry.stores.api import FIRST_PAGE
 
@@ -154,10 +155,10 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     assert reg.index.loads == 1 and ("search_model_versions", 200_000) in calls.take()  # the full load: one request
     assert reg.get_best(k).candidate.variant == "v29"
     assert ("get_model_version_download_uri", None) in calls.take()  # the answer's artifact, checked once
-    for _ in range(3):  # nothing changed: the watermark's two calls, the artifact not asked for again
+    for _ in range(3):  # nothing changed: the watermark's one call, the artifact not asked for again
         assert reg.get_best(k).candidate.variant == "v29"
         made = calls.take()
-        assert sorted(name for name, _ in made) == ["search_model_versions", "search_registered_models"], made
+        assert [name for name, _ in made] == ["search_registered_models"], made
     assert (reg.index.loads, reg.index.deltas) == (1, 0)
 
     def same_as_full_load() -> None:
@@ -172,14 +173,19 @@ def test_over_http_a_check_is_two_calls_and_a_change_reads_only_what_changed(
     reads = [n for name, n in calls.take() if name == "search_model_versions" and n != 1]
     assert reads == [FIRST_PAGE]  # the change: one short page, not the 32 versions
     same_as_full_load()
+    calls.take()
     writer.set_registered_model_alias(model, "team-x", best)
     assert reg.index.snapshot(model).aliases == {"team-x": best}
+    assert [name for name, _ in calls.take()] == ["search_registered_models"]  # the alias is in the mark
     same_as_full_load()
     assert reg.index.loads == 1
+    writer.set_registered_model_tag(model, names.TAG_CARDS_REWRITTEN, "1")  # what add-cards writes first
+    reg.get_best(k)
+    assert reg.index.loads == 2
 
     writer.delete_model_version(model, "5")  # the newest event a deletion: the index reloads
     reg.get_best(k)
-    assert reg.index.loads == 2 and "5" not in {c.version for c in reg.candidates(ds)}
+    assert reg.index.loads == 3 and "5" not in {c.version for c in reg.candidates(ds)}
     same_as_full_load()
 
     writer.delete_model_version(model, best)  # hidden behind a newer registration before the next check
