@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._report import table, write_block  # noqa: E402
-from bench.bench_get_best import DATASET, ms, seed, start_server, stop_server, timed  # noqa: E402
+from bench.bench_get_best import DATASET, ms, replicate, seed, start_server, stop_server, timed  # noqa: E402
 
 
 def measure(uri: str, home: Path, reps: int) -> dict[str, object]:
@@ -133,77 +133,6 @@ def one_set(client: Any, indexed: Any, model: str, k: Any) -> dict[str, object]:
             "ms": round(ms(timed(lambda: logged.settle(client, model, k), 3))[0], 1)}  # fmt: skip
 
 
-def replicate(home: Path, to: int) -> int:
-    """The seeded store grown to ``to`` versions by copying, in SQL, the rows ``bench_get_best.clone`` writes through
-    the API (a run, a LoggedModel with its tags, metrics and ``mlflow.modelVersions`` link, a version with its tags),
-    with the next evaluations' figures: the same rows, minutes faster than the API on a busy machine. SQLite only;
-    returns how many were added."""
-    import sqlite3
-    import uuid
-
-    from bench.bench_get_best import evaluation, link_files
-    from registry import names
-
-    db = sqlite3.connect(home / "mlflow.db")
-    model = names.registered_model_name(DATASET)
-    (top,) = db.execute("SELECT max(version) FROM model_versions WHERE name = ?", (model,)).fetchone()
-    src, run, created = db.execute(
-        "SELECT source, run_id, creation_time FROM model_versions WHERE name = ? AND version = ?", (model, top)
-    ).fetchone()
-    lm_id = src.removeprefix("models:/")
-    exp, files = db.execute(
-        "SELECT experiment_id, artifact_location FROM logged_models WHERE model_id = ?", (lm_id,)
-    ).fetchone()
-    files = Path(files.removeprefix("file://")).resolve()
-    base = dict(
-        db.execute("SELECT key, value FROM model_version_tags WHERE name = ? AND version = 1", (model,)).fetchall()
-    )
-    lm_cols = "experiment_id, name, status, lifecycle_stage, model_type, status_message"
-    added = 0
-    with db:
-        for i in range(top - 1, to - 1):  # clone i is version i + 2
-            version, new_run, new_lm = i + 2, uuid.uuid4().hex, f"m-{uuid.uuid4().hex}"
-            tags, metrics = evaluation(base, i)
-            tags[names.TAG_RUN_ID] = new_run
-            at = created + version
-            db.execute(
-                "INSERT INTO runs SELECT ?, ?, source_type, source_name, entry_point_name, user_id, status, "
-                "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time "
-                "FROM runs WHERE run_uuid = ?",
-                (new_run, f"m{i}", run),
-            )  # fmt: skip
-            folder = home / "mlartifacts" / "models" / new_lm / "artifacts"
-            link_files(files, folder)
-            db.execute(
-                f"INSERT INTO logged_models (model_id, artifact_location, creation_timestamp_ms, "
-                f"last_updated_timestamp_ms, source_run_id, {lm_cols}) SELECT ?, ?, ?, ?, ?, {lm_cols} "
-                "FROM logged_models WHERE model_id = ?", (new_lm, folder.as_uri(), at, at, new_run, lm_id),
-            )  # fmt: skip
-            lm_tags = {k: v for k, v in tags.items() if k not in (names.TAG_STATUS, names.TAG_RUN_ID, names.TAG_CARD)}
-            lm_tags["mlflow.modelVersions"] = json.dumps([{"name": model, "version": str(version)}])
-            db.executemany(
-                "INSERT INTO logged_model_tags VALUES (?, ?, ?, ?)", [(new_lm, exp, k, v) for k, v in lm_tags.items()]
-            )
-            db.executemany(
-                "INSERT INTO logged_model_metrics VALUES (?, ?, ?, 0, ?, ?, ?, NULL, NULL, NULL)",
-                [(new_lm, k, at, v, exp, new_run) for k, v in metrics.items()],
-            )
-            db.execute(
-                "INSERT INTO model_versions VALUES "
-                "(?, ?, ?, ?, NULL, NULL, 'None', ?, ?, 'READY', NULL, NULL, ?, 'default')",
-                (model, version, at, at, f"models:/{new_lm}", new_run, folder.as_uri()),
-            )
-            vtags = names.version_tags(tags, metrics)
-            db.executemany(
-                "INSERT INTO model_version_tags VALUES (?, ?, ?, ?, 'default')",
-                [(k, v, model, version) for k, v in vtags.items()],
-            )
-            added += 1
-        db.execute("UPDATE registered_models SET last_updated_time = ? WHERE name = ?", (created + to + 1, model))
-    db.close()
-    return added
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--versions", type=int, default=10_000, help="seeded through the API (a new home only)")
@@ -222,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_s = None
     if not (home / "mlflow.db").exists():
         seed_s, _ = seed(db, home, args.versions, 1)
-    replicated = replicate(home, args.replicate_to) if args.replicate_to else 0
+    replicated = replicate(db, home, args.replicate_to) if args.replicate_to else 0
     proc, uri = start_server(db, home)
     try:
         found = MlflowClient(uri).search_registered_models(f"name = '{names.registered_model_name(DATASET)}'")

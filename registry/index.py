@@ -2,7 +2,7 @@
 
 The store below it (:mod:`registry.stores`, one per tracking-URI scheme) reads versions and a typed watermark; this
 module owns the policy. Within ``ttl_s`` of the last check a read touches no store. After it, one cheap watermark
-read (two REST calls over HTTP; one query on a SQL store) decides whether anything changed; if so, only the versions
+read (one REST call over HTTP; one query on a SQL store) decides whether anything changed; if so, only the versions
 that changed are read again (a *delta*). No clock is compared across writers. ``max_age_s`` forces a full reload
 regardless, which catches tag edits the watermark cannot see. A refresh never blocks a reader that has an answer:
 past the TTL, the first reader starts one refresh in a background thread (single flight per model: one that
