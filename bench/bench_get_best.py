@@ -477,8 +477,9 @@ def bench_http(n: int, reps: int, through_api: int = 0) -> dict[str, object]:
     - cold: ``invalidate()`` then ``get_best``: the best LoggedModels first (``registry.stores.logged``: filtered and
       ordered by the server, their versions' cards judged); where it is not sure the index loads (``cold_path`` counts
       the answers of each);
-    - index_load: the full index load, one request; ttl_refresh: the index loaded, TTL expired, nothing changed (one
-      REST call); changed_index: one more version, then ``get_best`` (the versions updated since, one short page);
+    - index_load: the full index load, one request; ttl_refresh: the index loaded, TTL expired, nothing changed (two
+      REST calls, one waited for); changed_index: one more version, then ``get_best`` (the versions updated since,
+      one short page);
     - stale_read: a ``get_best`` past the TTL after a change (``stale_s``): it starts the refresh in the background
       and returns the last answer at once;
     - naive: ``search_model_versions`` paged by 1000 over every version (what the index did before).
@@ -630,8 +631,9 @@ def main(argv: list[str] | None = None) -> int:
                     "`search_logged_models` filters them by the operating point's tags and the budgets feasibility "
                     "implies and orders them by the objective's metric on the server; each one's version read and "
                     "judged from its card, until no unread one can rank first; where not sure, `cold_path` index: the "
-                    "index loaded); index_load every version in one request; ttl_refresh one REST call "
-                    "(`search_registered_models` by name: its last update, aliases and tags); changed_index the "
+                    "index loaded); index_load every version in one request; ttl_refresh waits for one REST "
+                    "call (the newest version update; `search_registered_models` by name, its last update, aliases and "
+                    "tags, read beside it for the next check); changed_index the "
                     "versions updated since, one short page; stale_read a `get_best` past "
                     "the TTL with `stale_s` while that change is read in the background (the last answer at once); "
                     "naive `search_model_versions` paged by 1000 over every version, then the pure selection."

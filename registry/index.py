@@ -2,9 +2,9 @@
 
 The store below it (:mod:`registry.stores`, one per tracking-URI scheme) reads versions and a typed watermark; this
 module owns the policy. Within ``ttl_s`` of the last check a read touches no store. After it, one cheap watermark
-read (one REST call over HTTP; one query on a SQL store) decides whether anything changed; if so, only the versions
-that changed are read again (a *delta*). No clock is compared across writers. ``max_age_s`` forces a full reload
-regardless, which catches tag edits the watermark cannot see. A refresh never blocks a reader that has an answer:
+read (one REST call waited for over HTTP; one query on a SQL store) decides whether anything changed; if so, only the
+versions that changed are read again (a *delta*). No clock is compared across writers. ``max_age_s`` forces a full
+reload regardless, which catches tag edits the watermark cannot see. A refresh never blocks a reader that has an answer:
 past the TTL, the first reader starts one refresh in a background thread (single flight per model: one that
 outlasts the TTL starts no second) and every reader gets the last snapshot at once, for up to ``stale_s`` past the
 TTL; after that (or with ``stale_s`` 0) a reader waits for the refresh, so no answer is ever older than that.
