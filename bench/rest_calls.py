@@ -1,0 +1,97 @@
+"""What each REST call a read path could make costs at 10,000 versions: the choice behind ``registry.stores.api``.
+
+A store seeded as ``bench_get_best`` seeds it (the first 200 versions through MLflow's API, the rest replicated in
+SQL), served by ``mlflow server`` (one worker) over SQLite and over PostgreSQL (what ``docker-compose.yml`` runs);
+each call timed 15 times after one warm-up, from a client on the same machine.
+
+    .venv/bin/python -m bench.rest_calls              # 10,000 versions, both backends
+    .venv/bin/python -m bench.rest_calls --quick      # 500 versions, SQLite only
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import _common as c
+from bench._report import table
+from bench.bench_get_best import DATASET, drop_store, fresh_store, seed, start_server, stop_server
+
+
+def timed(fn: Callable[[], object], reps: int = 15) -> tuple[float, float]:
+    fn()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples), min(samples)
+
+
+def measure(backend: str, n: int) -> list[dict[str, object]]:
+    from mlflow import MlflowClient
+
+    from registry import names
+    from registry.constraints import Constraints
+    from registry.stores import logged
+
+    k = Constraints(dataset=DATASET, max_latency_ms=20, min_top1=0.8, max_params_m=50)  # bench_get_best's
+    home = Path(tempfile.mkdtemp(prefix=f"cnnselect-rest-{backend}-"))
+    db = fresh_store(backend, home)
+    try:
+        seed(db, home, n, 8, min(n, 200))
+        proc, uri = start_server(db, home)
+        try:
+            client, model = MlflowClient(uri), names.registered_model_name(DATASET)
+            by_name = f"name = '{model}'"
+            calls: dict[str, Callable[[], object]] = {
+                "search_model_versions, newest update, 1 result (the check, waited for)": lambda: (
+                    client.search_model_versions(by_name, max_results=1, order_by=["last_updated_timestamp DESC"])
+                ),
+                "search_registered_models by name (aliases, deletions: read for the next check)": lambda: (
+                    client.search_registered_models(filter_string=by_name, max_results=1)
+                ),
+                "get_registered_model": lambda: client.get_registered_model(model),
+                "get_latest_versions": lambda: client.get_latest_versions(model, stages=["None"]),
+                "get_model_version (one version)": lambda: client.get_model_version(model, "1"),
+            }
+            direct = MlflowClient(db)  # MLflow's own store for the URI, no server between
+            calls["logged.settle, the public-API cold answer, over HTTP"] = lambda: logged.settle(client, model, k)
+            calls["logged.settle, the same, on the store directly (no server)"] = lambda: logged.settle(
+                direct, model, k
+            )
+            rows = []
+            for name, fn in calls.items():
+                p50, low = timed(fn)
+                rows.append({"backend": backend, "versions": n, "call": name, "p50_ms": p50, "min_ms": low})
+            return rows
+        finally:
+            stop_server(proc)
+    finally:
+        drop_store(db)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    p = c.parser(__doc__)
+    args = p.parse_args()
+    n, backends = (500, ["sqlite"]) if args.quick else (10_000, ["sqlite", "postgresql"])
+    rows = [row for b in backends for row in measure(b, n)]
+    body = (
+        "Each REST call a check could make, against `mlflow server` over each backend (p50 and best of 15). "
+        "`search_registered_models` and `get_registered_model` compute the model's latest versions, a window over "
+        "every version on the server: a check waits only for the newest version update and reads the registered "
+        "model beside it for the next check (`registry.stores.api`). `logged.settle` is the cold answer from MLflow's "
+        "public API (`search_logged_models` filtered and ordered on the server, the best versions judged from their "
+        "cards) for `bench_get_best`'s constraints: on a SQL store it is why `registry.stores.pushdown` reads MLflow's "
+        "tables instead (target 50 ms).\n\n" + table(rows, ["backend", "versions", "call", "p50_ms", "min_ms"])
+    )
+    c.emit("rest-calls", "REST calls a check could make", body, args.no_write)
+
+
+if __name__ == "__main__":
+    main()
