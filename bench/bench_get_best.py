@@ -628,8 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                     + "\n\nTargets over HTTP: cold <= 1 s, ttl_refresh <= 50 ms, warm p50 <= 1 ms. Against them:\n\n"
                     + "\n".join(f"- {verdict_http(r)}" for r in http_rows)
                     + "\n\nOver HTTP, cold is the best LoggedModels read first (`registry.stores.logged`: MLflow's "
-                    "`search_logged_models` filters them by the operating point's tags and the budgets feasibility "
-                    "implies and orders them by the objective's metric on the server; each one's version read and "
+                    "`search_logged_models` filters them by the runner and orders them by the objective's metric on "
+                    "the server; the rest of the operating point and the budgets feasibility implies checked on each "
+                    "as it comes, its version read and "
                     "judged from its card, until no unread one can rank first; where not sure, `cold_path` index: the "
                     "index loaded); index_load every version in one request; ttl_refresh waits for one REST "
                     "call (the newest version update; `search_registered_models` by name, its last update, aliases and "

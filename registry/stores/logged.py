@@ -4,10 +4,10 @@
 10,000 versions). ``log_evaluation`` logs each evaluation as one LoggedModel carrying the run's tags and the
 metrics (linked to both), then registers one version from it, whose card (``names.TAG_CARD``) it writes from the same
 tags and metrics. MLflow 3's ``search_logged_models`` filters LoggedModels by tags and metrics and orders them by a
-metric on the server, over any store, HTTP included; each names its registered versions in its
-``mlflow.modelVersions`` tag. So the best LoggedModels come first, a page at a time; their versions are read and
-judged exactly from their cards with the index's own ``judge`` and ``rank_key``, and the reading stops once no unread
-LoggedModel can rank first (``pushdown``'s stopping rule).
+metric on the server, over any store, HTTP included (here: the runner's, by the objective's metric); each names its
+registered versions in its ``mlflow.modelVersions`` tag. So the best LoggedModels come first, a page at a time; their
+versions are read and judged exactly from their cards with the index's own ``judge`` and ``rank_key``, and the
+reading stops once no unread LoggedModel can rank first (``pushdown``'s stopping rule).
 
 What the answer's exactness relies on (the index's answer, given the store as ``log_evaluation`` writes it):
 
@@ -22,13 +22,13 @@ What the answer's exactness relies on (the index's answer, given the store as ``
   URI does not), no second version was registered from a LoggedModel outside a tracking server (two links, which one
   version over HTTP also has), and no card was edited by hand to differ from its LoggedModel (``cnnselect
   add-cards`` writes cards from the run's metrics, which are the LoggedModel's);
-- **every server-side filter is implied by feasibility on the card** (a superset): the operating point's tags
-  (runner, precision, batch size, the threads and host where pinned; the card's are those tags), the target
-  fingerprint, the family where constrained, and the budgets judged on a figure without a bound: ``params_m``,
-  ``size_mb``, ``gmacs``, ``memory_rss_mb`` and ``top1_drop_vs_fp32`` (parity too, but it rules out next to nothing
-  and costs a join). Not ``top1`` nor latency: ``judge``
-  checks their bound where it is finite, else the point, and a bound below its point is possible in the data, so
-  neither metric alone is implied; MLflow's filters are a conjunction, no ``OR``;
+- **every filter is implied by feasibility on the card** (a superset). On the server, the runner only (each filter
+  there is one more join with MLflow's ordering window: :func:`point_filter`); on each LoggedModel as it comes, the
+  rest of the operating point's tags (precision, batch size, the threads and host where pinned; the card's are those
+  tags), the target fingerprint, the family where constrained, and the budgets judged on a figure without a bound:
+  ``params_m``, ``size_mb``, ``gmacs``, ``memory_rss_mb`` and ``top1_drop_vs_fp32``. Not ``top1`` nor latency:
+  ``judge`` checks their bound where it is finite, else the point, and a bound below its point is possible in the
+  data, so neither metric alone is implied;
 - **the server orders by the objective's metric exactly as ``rank_key`` costs it**: the value is the card's (checked
   as above, a double both ways), a missing one last (MLflow sorts NULLs last: Python's +inf); the latest value per
   metric, which is the only one (checked). Once the next LoggedModel's value is beyond the best feasible one's, no
