@@ -119,17 +119,17 @@ def _settle(client: Any, model_name: str, k: Constraints) -> Settled[tuple[Candi
         found = client.search_logged_models(
             ids, filter_string=where, order_by=order, max_results=size, page_token=token
         )
-        read = [lm for lm in found if (f := _figures(lm)) is None or _wanted(lm, tags, f, k)]
-        batch = _by_source(client, model_name, read)  # the versions of those that can be feasible
-        for lm in found:
-            figures = _figures(lm)
+        figured = [(lm, _figures(lm)) for lm in found]
+        judged = [(lm, f, f is not None and _wanted(lm, tags, f, k)) for lm, f in figured]
+        batch = _by_source(client, model_name, [lm for lm, _, wanted in judged if wanted])  # those that can be feasible
+        for lm, figures, wanted in judged:
             if figures is None:
                 return None
             value = figures.get(metric)
             floor = math.inf if value is None or not math.isfinite(value) else sign * value
             if winner is not None and _beyond(floor, winner[0][0][0]):
                 return Settled((winner[1].candidate, winner[1]))
-            if not _wanted(lm, tags, figures, k):
+            if not wanted:
                 continue  # another point, family or over a budget: its versions could not be feasible here
             versions = _versions(client, model_name, lm, figures, batch)
             if versions is None:
