@@ -13,23 +13,19 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import _common as c
 from bench._report import table
-from bench.bench_get_best import DATASET, drop_store, fresh_store, seed, start_server, stop_server
+from bench.bench_get_best import DATASET, drop_store, fresh_store, seed, start_server, stop_server, timed
 
 
-def timed(fn: Callable[[], object], reps: int = 15) -> tuple[float, float]:
+def p50_and_best(fn: Callable[[], object], reps: int = 15) -> tuple[float, float]:
+    """``fn`` timed ``reps`` times after one warm-up call (``bench_get_best.timed``): p50 and best, in ms."""
     fn()
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples), min(samples)
+    samples = timed(fn, reps)
+    return statistics.median(samples) * 1e3, min(samples) * 1e3
 
 
 def measure(backend: str, n: int) -> list[dict[str, object]]:
@@ -66,7 +62,7 @@ def measure(backend: str, n: int) -> list[dict[str, object]]:
             )
             rows = []
             for name, fn in calls.items():
-                p50, low = timed(fn)
+                p50, low = p50_and_best(fn)
                 rows.append({"backend": backend, "versions": n, "call": name, "p50_ms": p50, "min_ms": low})
             return rows
         finally:
