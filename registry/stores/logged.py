@@ -160,9 +160,9 @@ def point_filter(k: Constraints, fingerprint: str) -> tuple[str, dict[str, str]]
     """The LoggedModels' filter on the server, and the operating point's other tags, checked here (:func:`_wanted`).
 
     One tag on the server, the runner: each tag or metric filtered there is one more join with MLflow's ordering
-    window, and on a PostgreSQL-backed server at 10,000 versions two tags and the order took 2.5 s, four 36 s
-    (``bench/rest_calls.py``). The rest of the point, the families and the budgets feasibility implies are checked on
-    each LoggedModel as it comes, before its versions are read.
+    window: on a PostgreSQL-backed server at 10,000 versions two tags and the order took 2.5 s, four 36 s, in a probe
+    by hand; ``bench/rest_calls.py`` records the settle with one, about 0.2 s. The rest of the point, the families and
+    the budgets feasibility implies are checked on each LoggedModel as it comes, before its versions are read.
     """
     tags = {
         names.TAG_RUNNER: k.target,
