@@ -13,6 +13,7 @@ have run twice (export and the FP32 reference once per model, whichever queue's 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -45,6 +46,85 @@ def _environment(tmp: Path, quick: bool) -> None:
     )
     os.environ.pop("AIRFLOW__CORE__EXECUTOR", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+class Parts:
+    """Seconds spent in named functions, each exclusive of the named functions it calls (the pure stages among them).
+
+    Wrapped on their modules and classes, where the DAG's tasks look them up when they run (the pipeline imports them
+    inside its functions). What the named parts and the pure stages leave of a task's time is its own glue.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._stack: list[list[float]] = []  # per open call: the seconds its named callees took
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+
+        @functools.wraps(fn)
+        def inner(*a: Any, **k: Any) -> Any:
+            self._stack.append([0.0])
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                took = time.perf_counter() - t
+                inner_s = self._stack.pop()[0]
+                self.seconds[label] += took - inner_s
+                if self._stack:
+                    self._stack[-1][0] += took
+
+        setattr(owner, attr, inner)
+
+
+def time_parts(parts: Parts) -> None:
+    """The pure stages (as ``time_pure_stages`` wraps them) and the named parts of the rest."""
+    import cnnselect.inputs
+    import cnnselect.pipeline
+    import cnnselect.prepared
+    import evaluators.accuracy
+    import evaluators.data
+    import evaluators.export
+    import evaluators.gates
+    import evaluators.latency
+    import evaluators.size
+    import registry.tracking
+    import registry.writes
+    from evaluators.runners import get_runner
+
+    pure = "pure stages"
+    for owner, attr in ((evaluators.export, "export_onnx"), (evaluators.accuracy, "predict_stream"),
+                        (evaluators.latency, "measure_batches")):  # fmt: skip
+        parts.wrap(owner, attr, pure)
+    for cls in {type(get_runner(r)) for r in [*RUNNERS, "cpu"]}:
+        for m in ("prepare", "load"):
+            parts.wrap(cls, m, pure)
+    named = {
+        "writing the digits (PNG)": [(evaluators.data, "write_digits")],
+        "scanning the dataset (manifest, hashes)": [(evaluators.data, "load_manifest"),
+                                                    (cnnselect.pipeline, "load_manifest")],
+        "data gate (GX validation)": [(evaluators.gates, "check_data")],
+        "data gate record in MLflow": [(registry.tracking, "find_gate_run"), (registry.writes, "log_gate")],
+        "inputs (label map, preprocessing, splits)": [(cnnselect.inputs.Inputs, "__init__")],
+        "weights (the scratch model)": [(cnnselect.inputs.Inputs, "pull")],
+        "size (parameters, FLOPs)": [(evaluators.size, "measure_size")],
+        "parity (FP32 export against torch)": [(evaluators.export, "check_parity")],
+        "prepared-model cache (commit, reuse)": [(cnnselect.prepared, "load"), (cnnselect.prepared, "commit")],
+        "accuracy artifacts, predictions": [(evaluators.accuracy, "write_accuracy_artifacts"),
+                                            (evaluators.accuracy, "write_predictions")],
+        "INT8 calibration check (outside its loads and inference)": [(cnnselect.pipeline.ModelJob,
+                                                                      "_int8_within_drop")],
+        "results gate (GX validation)": [(evaluators.gates, "gate_evaluations")],
+        "MLflow logging and registration": [(registry.writes, "log_evaluation")],
+        "already-measured check, runner availability, fingerprints": [
+            (cnnselect.pipeline.ModelJob, "pending"), (cnnselect.pipeline.ModelJob, "_available"),
+            (cnnselect.pipeline, "runner_fingerprint_id")],
+        "summary read back from MLflow": [(registry.tracking, "sweep_runs")],
+    }  # fmt: skip
+    for label, places in named.items():
+        for owner, attr in places:
+            parts.wrap(owner, attr, label)
 
 
 def _load_dag() -> Any:
@@ -98,6 +178,8 @@ def main() -> None:
 
         spent: dict[str, float] = defaultdict(float)
         time_pure_stages(RUNNERS, spent, ["dag"])
+        parts = Parts()
+        time_parts(parts)
         dag = _load_dag()
         conf = {"profile": profile, "runners": RUNNERS, "weights": "scratch", "discover": "never",
                 "cold_start": "never"}  # fmt: skip
@@ -125,6 +207,13 @@ def main() -> None:
         for v, st in summed.items()
     ]  # fmt: skip
     task_rows = [{"task": t, "seconds": s} for t, s in sorted(tasks.items(), key=lambda kv: -kv[1])]
+    named = {k: v for k, v in parts.seconds.items() if k != "pure stages"}
+    glue = sum(tasks.values()) - parts.seconds["pure stages"] - sum(named.values())
+    runner = ("the rest of the tasks' time (Airflow's task runner, its execution API built at the first task, "
+              "XCom; glue)")  # fmt: skip
+    rest = {**named, runner: glue,
+            "between tasks (Airflow's dag.test bookkeeping)": wall - sum(tasks.values())}  # fmt: skip
+    part_rows = [{"outside the pure stages": k, "seconds": v} for k, v in sorted(rest.items(), key=lambda kv: -kv[1])]
     body = (
         f"Profile `{profile}`, runners {', '.join(RUNNERS)} on two queues (`CNNSELECT_QUEUES=default,edge`: one "
         f"measuring task per model on each), weights `scratch`, the DAG's own latency settings, local SQLite MLflow "
@@ -137,6 +226,8 @@ def main() -> None:
         f"accuracy artifacts, the results gate, MLflow logging, and the process's first imports of MLflow, Great "
         f"Expectations and onnxruntime's quantizer). Stages run twice for a model: {twice or 'none'}.\n\n"
         + (table(stage_rows, list(stage_rows[0])) if stage_rows else "no run logged its stages")
+        + "\n\n"
+        + table(part_rows, ["outside the pure stages", "seconds"])
         + "\n\n"
         + table(task_rows, ["task", "seconds"])
         + "\n\n"
