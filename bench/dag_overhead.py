@@ -53,6 +53,12 @@ def _environment(tmp: Path, quick: bool) -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+RUNNER_PART = (
+    "the rest of the tasks' time (Airflow's task runner, its execution API built at the first task, XCom; glue)"
+)
+BETWEEN_PART = "between tasks (Airflow's dag.test bookkeeping)"
+
+
 class Parts:
     """Seconds spent in named functions, each exclusive of the named functions it calls (the pure stages among them).
 
@@ -62,7 +68,7 @@ class Parts:
     named function it interrupted (``OUTSIDE`` when none), whichever thread it ran on.
     """
 
-    OUTSIDE = "outside the named parts"
+    OUTSIDE = RUNNER_PART  # no named part open: Airflow's task runner, the glue, dag.test between tasks
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -199,10 +205,8 @@ def _sweep(tmp: Path, name: str, profile: str, spent: dict[str, float], parts: P
     rows, records = stage_records(settings.resolved_tracking_uri, run.run_id)
     pure = spent["dag"]
     named = {k: v for k, v in parts.seconds.items() if k != "pure stages"}
-    runner = ("the rest of the tasks' time (Airflow's task runner, its execution API built at the first task, "
-              "XCom; glue)")  # fmt: skip
-    rest = {**named, runner: sum(tasks.values()) - parts.seconds["pure stages"] - sum(named.values()),
-            "between tasks (Airflow's dag.test bookkeeping)": wall - sum(tasks.values())}  # fmt: skip
+    rest = {**named, RUNNER_PART: sum(tasks.values()) - parts.seconds["pure stages"] - sum(named.values()),
+            BETWEEN_PART: wall - sum(tasks.values())}  # fmt: skip
     return {"wall": wall, "pure": pure, "ratio": wall / pure if pure else float("inf"), "state": str(run.state),
             "tasks": dict(tasks), "rows": rows, "records": records, "rest": rest, "gc": dict(parts.gc)}  # fmt: skip
 
@@ -257,11 +261,8 @@ def main() -> None:
         for kind, sw in sweeps.items()
     ]  # fmt: skip
     parts_keys = sorted(cold["rest"], key=lambda k: -cold["rest"][k])
-    runner_gc = {k: sw["gc"].get(Parts.OUTSIDE, 0.0) for k, sw in sweeps.items()}  # Airflow's code and the glue
-    part_rows = [{"outside the pure stages": k, "cold s": cold["rest"][k],
-                  "of which GC": cold["gc"].get(k, runner_gc["cold"] if k.startswith("the rest") else 0.0),
-                  "warm s": warm["rest"].get(k, 0.0),
-                  "of which GC ": warm["gc"].get(k, runner_gc["warm"] if k.startswith("the rest") else 0.0)}
+    part_rows = [{"outside the pure stages": k, "cold s": cold["rest"][k], "cold GC s": cold["gc"].get(k, 0.0),
+                  "warm s": warm["rest"].get(k, 0.0), "warm GC s": warm["gc"].get(k, 0.0)}
                  for k in parts_keys]  # fmt: skip
     task_rows = [{"task": t, "cold s": s, "warm s": warm["tasks"].get(t, 0.0)}
                  for t, s in sorted(cold["tasks"].items(), key=lambda kv: -kv[1])]  # fmt: skip
@@ -274,9 +275,9 @@ def main() -> None:
         f"in one process, each against a new cnnselect home (its own MLflow store, empty prepared-model cache): "
         f"**cold**, the process's first, ratio **{cold['ratio']:.3f}** (target {verdict(cold['ratio'])}); **warm**, "
         f"the same sweep again, ratio **{warm['ratio']:.3f}** (target {verdict(warm['ratio'])}). The difference, "
-        f"{one_time:.1f} s outside the pure stages, is what a process pays once: the first imports of timm, Great "
-        f"Expectations and scikit-learn, MLflow's package map at its first `log_model`, and the execution API that "
-        f"`dag.test()` builds in process at its first task (a deployed Airflow's api-server builds it once at its "
+        f"{one_time:.1f} s outside the pure stages, is mostly what a process pays once: the first imports of timm, "
+        f"Great Expectations and scikit-learn, MLflow's package map at its first `log_model`, and the execution API "
+        f"that `dag.test()` builds in process at its first task (a deployed Airflow's api-server builds it once at its "
         f"start). Stages run twice for a model: cold {twice['cold']}, warm {twice['warm']}.\n\n"
         + table(sweep_rows, list(sweep_rows[0]))
         + "\n\n"
