@@ -155,6 +155,18 @@ def time_parts(parts: Parts) -> None:
             parts.wrap(owner, attr, label)
 
 
+def fresh_task_imports(runs: int = 3) -> list[dict[str, float]]:
+    """Seconds a new interpreter takes to import what a measuring task imports (``cnnselect.celery_worker.PRELOAD``
+    and Great Expectations), per module, in ``runs`` new processes: what each task pays on a Celery worker that does
+    not preload them (Airflow forks every task from the worker's pool process), and what one that does pays once."""
+    code = "import json; from cnnselect.celery_worker import _SECONDS; print(json.dumps(_SECONDS))"
+    out = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def _load_dag() -> Any:
     import importlib.util
 
@@ -221,6 +233,7 @@ def main() -> None:
         _environment(tmp, args.quick)
         airflow = Path(sys.executable).parent / "airflow"
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=900)
+        imports = fresh_task_imports(1 if args.quick else 3)  # before the sweeps, in processes of their own
         from bench.sweep_overhead import time_pure_stages
         from cnnselect.stages import summed_stages
 
@@ -267,6 +280,11 @@ def main() -> None:
     task_rows = [{"task": t, "cold s": s, "warm s": warm["tasks"].get(t, 0.0)}
                  for t, s in sorted(cold["tasks"].items(), key=lambda kv: -kv[1])]  # fmt: skip
     one_time = (cold["wall"] - cold["pure"]) - (warm["wall"] - warm["pure"])
+    totals = sorted(sum(r.values()) for r in imports)
+    median = totals[len(totals) // 2]
+    import_rows = [{"module": m, **{f"run {i + 1} s": r.get(m, 0.0) for i, r in enumerate(imports)}}
+                   for m in imports[0]] + [{"module": "all", **{f"run {i + 1} s": sum(r.values())
+                                                                 for i, r in enumerate(imports)}}]  # fmt: skip
     body = (
         f"Profile `{profile}`, runners {', '.join(RUNNERS)} on two queues (`CNNSELECT_QUEUES=default,edge`: one "
         f"measuring task per model on each), weights `scratch`, the DAG's own latency settings, local SQLite MLflow "
@@ -286,6 +304,12 @@ def main() -> None:
         + table(part_rows, list(part_rows[0]))
         + "\n\n"
         + table(task_rows, ["task", "cold s", "warm s"])
+        + "\n\n"
+        + f"`dag.test()` runs every task in this one process. A deployed Celery worker forks each task from its pool "
+        f"process instead, so each measuring task imports its stack again unless the worker preloads it "
+        f"(`cnnselect.celery_worker`, which `docker-compose.yml` sets on its workers). What those imports take in a "
+        f"new interpreter, {len(imports)} time(s): **{median:.1f} s** (median), per task without the preload, once "
+        f"per worker start with it:\n\n" + table(import_rows, list(import_rows[0]))
     )
     c.emit("dag-overhead", "4b. DAG overhead", body, args.no_write)
 

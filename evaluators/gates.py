@@ -88,7 +88,11 @@ class GateResult:
 _CONTEXT: list[Any] = []  # one ephemeral context per process (each new one creates a temporary docs folder)
 
 
-def _gx() -> tuple[Any, Any, Any]:
+def import_gx() -> tuple[Any, Any]:
+    """Great Expectations and its expectations, imported quietly, with no context made.
+
+    ``cnnselect.celery_worker`` imports it so, before its pool forks.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no phoning home from workers without network
     import logging
 
@@ -96,6 +100,12 @@ def _gx() -> tuple[Any, Any, Any]:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def _gx() -> tuple[Any, Any, Any]:
+    gx, gxe = import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     if not _CONTEXT:

@@ -175,6 +175,14 @@ def test_worker_queues(rendered):
     assert services["airflow-scheduler"]["environment"]["CNNSELECT_QUEUES"] == "default,edge"
 
 
+def test_only_the_workers_preload_the_measuring_stack(rendered):
+    services = rendered["services"]
+    key, value = "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", "cnnselect.celery_worker.CELERY_CONFIG"
+    for name in AIRFLOW_SERVICES | ONE_SHOT_SERVICES:
+        got = services[name]["environment"].get(key)
+        assert got == (value if name.startswith("worker-") else None), (name, got)
+
+
 def test_gpu_worker_reserves_nvidia_device_behind_profile(rendered):
     worker = rendered["services"]["worker-gpu"]
     assert worker.get("profiles") == ["gpu"]

@@ -168,6 +168,10 @@ def local_stack(root: Path, extra_env: dict[str, str]) -> Stack:
     return Stack(root, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ml_port}")
 
 
+# what docker-compose.yml sets on its Celery workers, and only on them (tests/test_compose.py checks that file)
+PRELOAD = {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "cnnselect.celery_worker.CELERY_CONFIG"}
+
+
 def celery_stack(root: Path, airflow_db: str, broker: str) -> Stack:
     """PostgreSQL metadata DB, CeleryExecutor on Redis; tasks log to the stack's `mlflow server`."""
     return local_stack(

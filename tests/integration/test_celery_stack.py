@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.conftest import free_port, fresh_postgres_db, port_open, service_missing
-from tests.integration.stack import BIN, Stack, celery_stack, http, http_ok, wait_for
+from tests.integration.stack import BIN, PRELOAD, Stack, celery_stack, http, http_ok, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,6 +43,7 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
                 "default@cnnselect",
                 "--concurrency",
                 "1",
+                env=PRELOAD,
             ),
             s.start(
                 "worker-edge",
@@ -55,7 +56,7 @@ def stack(postgres_admin_uri: str, tmp_path_factory: pytest.TempPathFactory):
                 "edge@cnnselect",
                 "--concurrency",
                 "1",
-                env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},  # two workers, one host
+                env={**PRELOAD, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},  # two workers, one host
             ),
         ]
         wait_for(
@@ -113,6 +114,8 @@ def test_evaluation_runs_on_celery_workers_and_lands_in_mlflow(stack: Stack) -> 
     assert ran("measure_edge", edge_log) and not ran("measure_edge", default_log)
     assert ran("measure_default", default_log) and not ran("measure_default", edge_log)
     assert ran("pull", default_log) and not ran("pull", edge_log)
+    # each worker imported the measuring stack before its pool forked (the tasks above ran in processes forked after)
+    assert "cnnselect worker: preloaded" in edge_log and "cnnselect worker: preloaded" in default_log
 
     # results landed, read back through MLflow's REST API
     ml = f"{stack.mlflow_url}/api/2.0/mlflow"
