@@ -2,7 +2,7 @@
 
 Airflow 3's Celery worker runs each task instance in a process forked from its pool process (the task supervisor's
 ``os.fork``), so every ``measure_*`` task imported torch, timm, ONNX's exporter, onnxruntime, MLflow and Great
-Expectations again before doing any work: about 10 s a task on a 2-core machine (``bench/dag_overhead.py`` times it).
+Expectations again before doing any work: about 12 s a task on a 2-core machine (``bench/dag_overhead.py`` times it).
 Imported here, in the worker's main process before its pool forks, they are inherited by every task (copy-on-write)
 instead. Nothing is initialised beyond the imports (no thread pool, no session, no MLflow client), so forking after
 them is as safe as forking after importing Airflow.

@@ -177,7 +177,9 @@ def test_worker_queues(rendered):
 
 def test_only_the_workers_preload_the_measuring_stack(rendered):
     services = rendered["services"]
-    key, value = "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", "cnnselect.celery_worker.CELERY_CONFIG"
+    from tests.integration.stack import PRELOAD  # the integration stack's workers get the same
+
+    ((key, value),) = PRELOAD.items()
     for name in AIRFLOW_SERVICES | ONE_SHOT_SERVICES:
         got = services[name]["environment"].get(key)
         assert got == (value if name.startswith("worker-") else None), (name, got)
