@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog import get_profile
+from evaluators.memory import frozen_heap
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def task_output() -> Iterator[None]:
         yield
 
 
+@frozen_heap()
 def prepare_data(
     dataset_dir: str | None = None, settings: Settings | None = None, classes: list[str] | None = None
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from catalog import Profile, get_entry
 from cnnselect.stages import StageCounts, StageError, run_stage
 from evaluators.data import DatasetManifest, load_manifest
+from evaluators.memory import frozen_heap
 from registry import names
 from registry.settings import Settings
 from registry.tracking import DatasetRef, Evaluation
@@ -207,7 +208,8 @@ def evaluate_model(
     filter_literal("sweep id", sweep)  # the sweep id reaches MLflow filter strings: no quotes or control characters
     manifest = load_manifest(dataset_root, settings.manifest_dir)
     job = ModelJob(variant, profile, manifest, runners, sweep, weights, settings, say, latency)
-    return job.run()
+    with frozen_heap():
+        return job.run()
 
 
 def int8_max_drop(settings: Settings) -> float:

@@ -63,3 +63,26 @@ class StagePeaks:
         if self.peaks:
             out["peak_rss_mb"] = max(self.peaks.values())
         return out
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive on entry left out of the cyclic garbage collector's passes until exit (``gc.freeze``).
+
+    A job starts in a process that holds over a million objects it did not make (torch, timm, ONNX, MLflow, GX,
+    Airflow) and will not free; each full collection walks all of them again (about 0.9 s each in the demo sweep's
+    process, several a model: the exporter makes many objects). Airflow's executors freeze the heap so before they
+    fork their workers; a job in a process where nothing froze it (``dag.test()``, the CLI) freezes it itself, and
+    gives it back to the collector when it ends. Where something froze it already (a Celery pool process) it is left
+    as it is: ``gc.unfreeze`` would give back that freezer's objects too.
+    """
+    import gc
+
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
