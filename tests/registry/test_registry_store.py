@@ -66,6 +66,25 @@ def ds(request: pytest.FixtureRequest) -> str:
     return request.node.name.split("[")[0].replace("test_", "d-")[:60]
 
 
+def test_a_registered_version_serves_through_mlflows_pyfunc_from_its_signature(store: Settings, onnx_model, ds: str):
+    """What production code does with ``get_best``'s URI: MLflow's pyfunc loads it and predicts a batch of any size.
+
+    The version carries the signature and no input example (MLflow would keep the example tensor as JSON, twice), so
+    this is the check MLflow's serving-input validation made at every log.
+    """
+    import mlflow
+
+    _, x, y = onnx_model
+    logged = log_evaluation(store, _evaluation(onnx_model, ds, "served", "k-served"))
+    mlflow.set_tracking_uri(store.resolved_tracking_uri)
+    model = mlflow.pyfunc.load_model(logged.model_uri)
+    inputs = model.metadata.get_input_schema().inputs
+    assert [(s.type, s.shape) for s in inputs] == [(np.dtype("float32"), (-1, *x.shape[1:]))]
+    (out,) = model.predict(x).values()  # two images, though the signature was inferred from one
+    np.testing.assert_allclose(out, y, rtol=1e-3, atol=1e-4)
+    assert model.metadata.saved_input_example_info is None
+
+
 def test_log_register_and_get_best(store: Settings, onnx_model, ds: str) -> None:
     a = log_evaluation(store, _evaluation(onnx_model, ds, "small", "k1", top1=0.93, top1_ci_low=0.9, params_m=0.5))
     b = log_evaluation(store, _evaluation(onnx_model, ds, "big", "k2", top1=0.97, top1_ci_low=0.95, params_m=20.0))
