@@ -184,6 +184,7 @@ def _rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 1e6
 
 
+@frozen_heap()
 def evaluate_model(
     variant: str,
     profile: Profile,
@@ -208,8 +209,7 @@ def evaluate_model(
     filter_literal("sweep id", sweep)  # the sweep id reaches MLflow filter strings: no quotes or control characters
     manifest = load_manifest(dataset_root, settings.manifest_dir)
     job = ModelJob(variant, profile, manifest, runners, sweep, weights, settings, say, latency)
-    with frozen_heap():
-        return job.run()
+    return job.run()
 
 
 def int8_max_drop(settings: Settings) -> float:

@@ -1,5 +1,6 @@
 """A model prepared once for every runner: two jobs (as two queues' workers) share one export and one FP32 reference."""
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -23,17 +24,42 @@ def _stages(settings: Settings, run_id: str) -> dict:
     return json.loads(Path(client.download_artifacts(run_id, "stages/stages.json")).read_text())
 
 
+FROZEN_AT_COLLECTIONS: list[int] = []  # gc.get_freeze_count() at each collection during two_queues' jobs
+
+
 @pytest.fixture(scope="module")
 def two_queues(digits_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """``edge`` then ``cpu`` measured by two jobs, one after the other, as the edge and default queues' tasks are.
 
-    The second is the reference runner: its held-out logits are the prepared FP32 reference's, read back.
+    The second is the reference runner: its held-out logits are the prepared FP32 reference's, read back. Each
+    collection the jobs trigger records how many objects were frozen then (``FROZEN_AT_COLLECTIONS``).
     """
     settings = Settings(home=tmp_path_factory.mktemp("home"))
     smoke = get_profile("smoke")
-    (edge,) = evaluate_model(MODEL, smoke, digits_root, ("edge",), "q1", "scratch", settings, latency=FAST)
-    (cpu,) = evaluate_model(MODEL, smoke, digits_root, ("cpu",), "q1", "scratch", settings, latency=FAST)
+    gc.unfreeze()
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            FROZEN_AT_COLLECTIONS.append(gc.get_freeze_count())
+
+    gc.callbacks.append(seen)
+    try:
+        (edge,) = evaluate_model(MODEL, smoke, digits_root, ("edge",), "q1", "scratch", settings, latency=FAST)
+        FROZEN_AT_COLLECTIONS.append(-1)  # between the jobs
+        (cpu,) = evaluate_model(MODEL, smoke, digits_root, ("cpu",), "q1", "scratch", settings, latency=FAST)
+    finally:
+        gc.callbacks.remove(seen)
+    FROZEN_AT_COLLECTIONS.append(gc.get_freeze_count())  # after both
     return settings, cpu, edge
+
+
+def test_each_job_runs_with_the_heap_it_started_with_frozen(two_queues) -> None:
+    """Full collections inside a job skip the process's imports (``evaluators.memory.frozen_heap``); after it, not."""
+    *during, after = FROZEN_AT_COLLECTIONS
+    first, second = during[: during.index(-1)], during[during.index(-1) + 1 :]
+    assert first and second, FROZEN_AT_COLLECTIONS  # each job collected at least once
+    assert min(first + second) > 0, FROZEN_AT_COLLECTIONS  # every collection inside a job: the heap frozen
+    assert after == 0  # given back
 
 
 def test_two_jobs_prepare_a_model_once(two_queues) -> None:
