@@ -10,6 +10,7 @@ the process's lifetime maximum (``ru_maxrss``), an upper bound.
 from __future__ import annotations
 
 import contextlib
+import gc
 import resource
 import sys
 from collections.abc import Iterator
@@ -76,8 +77,6 @@ def frozen_heap() -> Iterator[None]:
     gives it back to the collector when it ends. Where something froze it already (a Celery pool process) it is left
     as it is: ``gc.unfreeze`` would give back that freezer's objects too.
     """
-    import gc
-
     if gc.get_freeze_count():
         yield
         return
