@@ -64,15 +64,46 @@ def _shape(x: Any) -> Any:
     return x.shape if isinstance(x, torch.Tensor) else x
 
 
-class _Flops(TorchDispatchMode):
-    """``FlopCounterMode``'s total: each op's formula from ``flop_registry`` applied to the shapes it ran on."""
+def _writes_its_input(func: Any) -> bool:
+    """An in-place op that keeps its input's shape (``relu_``, ``hardswish_``, ``add_``, ``copy_``).
 
-    def __init__(self) -> None:
+    It writes its first argument and returns it. Those that change the input's shape or strides (``resize_``, ``t_``)
+    are tagged ``inplace_view``.
+    """
+    tags = func.tags
+    alias = func._schema.arguments[0].alias_info if func._schema.arguments else None
+    return torch.Tag.inplace in tags and torch.Tag.inplace_view not in tags and alias is not None and alias.is_write
+
+
+_BATCH_NORM = torch.ops.aten.native_batch_norm.default
+
+
+class _Flops(TorchDispatchMode):
+    """``FlopCounterMode``'s total: each op's formula from ``flop_registry`` applied to the shapes it ran on.
+
+    On the meta device (``shapes_only``) two kinds of op that no formula counts and that cannot change a shape skip
+    their meta kernels, which are Python (``torch._refs``) and took about 80% of a pass over a MobileNet or an
+    EfficientNet: an in-place op that keeps its input's shape (the activations) returns its input, as it does
+    anyway, and an eval-mode batch norm returns a tensor like its input (with the per-channel statistics its meta
+    kernel returns). The demo's six models, counted at 32 and 224 px: 2.6 s before, 0.9 s after, the same counts.
+    """
+
+    def __init__(self, shapes_only: bool = False) -> None:
         super().__init__()
         self.total = 0
+        self.shapes_only = shapes_only
+        self._in_place: dict[Any, bool] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if self.shapes_only:
+            if func not in self._in_place:
+                self._in_place[func] = _writes_its_input(func)
+            if self._in_place[func]:
+                return args[0]
+            if func is _BATCH_NORM and not args[5]:  # (input, weight, bias, mean, var, training, momentum, eps)
+                x, channels = args[0], args[0].shape[1]
+                return torch.empty_like(x), x.new_empty((channels,)), x.new_empty((channels,))
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
@@ -83,7 +114,7 @@ class _Flops(TorchDispatchMode):
 def _forward_flops(model: torch.nn.Module, x: torch.Tensor, state: dict[str, torch.Tensor] | None) -> int:
     was_training = model.training
     try:
-        with torch.no_grad(), unfused_attention(model), _Flops() as counter:
+        with torch.no_grad(), unfused_attention(model), _Flops(shapes_only=state is not None) as counter:
             if state is None:
                 model.eval()(x)
             else:  # the module's own forward with its tensors swapped for ``state``'s, then put back

@@ -1,3 +1,4 @@
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -211,8 +212,12 @@ def test_the_confusion_picture_colours_each_cell_by_its_count() -> None:
     assert dark[1].max() < pale[1].max()  # the dark cell is left of the empty column
 
 
-@pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet", "test_convnext", "test_vit"])
-def test_the_flop_count_is_flop_counter_modes_total(arch: str) -> None:
+# mobilenetv3_small_050: a real architecture whose meta pass takes the shortcuts (in-place hardswish_ and relu_, eval
+# batch norm) beside out-of-place ones (the squeeze-excite gates), at 1.5 M parameters
+@pytest.mark.parametrize(
+    "arch", ["test_resnet", "test_efficientnet", "test_convnext", "test_vit", "test_byobnet", "mobilenetv3_small_050"]
+)
+def test_the_flop_count_is_flop_counter_modes_total(arch: str, caplog: pytest.LogCaptureFixture) -> None:
     """The same formulas as ``FlopCounterMode`` on real tensors, without its per-module tracking and on the meta device:
     the totals agree exactly."""
     import timm
@@ -224,6 +229,8 @@ def test_the_flop_count_is_flop_counter_modes_total(arch: str) -> None:
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), unfused_attention(model), counter:
         model(torch.zeros(1, 3, 64, 64))
-    assert counter.get_total_flops() > 0 and count_flops(model, 64) == counter.get_total_flops()
+    with caplog.at_level(logging.DEBUG, logger="evaluators.size"):
+        assert counter.get_total_flops() > 0 and count_flops(model, 64) == counter.get_total_flops()
+    assert "counted on real tensors" not in caplog.text  # the meta pass answered, its shortcuts taken
     # counted on meta tensors: the model keeps its own weights, on the CPU, in eval mode
     assert all(p.device.type == "cpu" for p in model.parameters()) and not model.training
