@@ -16,6 +16,7 @@ same two matmuls, written out); the model is left as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -64,6 +65,7 @@ def _shape(x: Any) -> Any:
     return x.shape if isinstance(x, torch.Tensor) else x
 
 
+@functools.cache
 def _writes_its_input(func: Any) -> bool:
     """An in-place op that keeps its input's shape (``relu_``, ``hardswish_``, ``add_``, ``copy_``).
 
@@ -82,24 +84,20 @@ class _Flops(TorchDispatchMode):
     """``FlopCounterMode``'s total: each op's formula from ``flop_registry`` applied to the shapes it ran on.
 
     On the meta device (``shapes_only``) two kinds of op that no formula counts and that cannot change a shape skip
-    their meta kernels, which are Python (``torch._refs``) and took about 80% of a pass over a MobileNet or an
-    EfficientNet: an in-place op that keeps its input's shape (the activations) returns its input, as it does
-    anyway, and an eval-mode batch norm returns a tensor like its input (with the per-channel statistics its meta
-    kernel returns). The demo's six models, counted at 32 and 224 px: 2.6 s before, 0.9 s after, the same counts.
+    their meta kernels, which are Python (``torch._refs``) and most of a pass over a MobileNet or an EfficientNet:
+    an in-place op that keeps its input's shape (the activations) returns its input, as it does anyway, and an
+    eval-mode batch norm returns a tensor like its input (with the per-channel statistics its meta kernel returns).
     """
 
     def __init__(self, shapes_only: bool = False) -> None:
         super().__init__()
         self.total = 0
         self.shapes_only = shapes_only
-        self._in_place: dict[Any, bool] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if self.shapes_only:
-            if func not in self._in_place:
-                self._in_place[func] = _writes_its_input(func)
-            if self._in_place[func]:
+            if _writes_its_input(func):
                 return args[0]
             if func is _BATCH_NORM and not args[5]:  # (input, weight, bias, mean, var, training, momentum, eps)
                 x, channels = args[0], args[0].shape[1]

@@ -231,6 +231,16 @@ def test_the_flop_count_is_flop_counter_modes_total(arch: str, caplog: pytest.Lo
         model(torch.zeros(1, 3, 64, 64))
     with caplog.at_level(logging.DEBUG, logger="evaluators.size"):
         assert counter.get_total_flops() > 0 and count_flops(model, 64) == counter.get_total_flops()
-    assert "counted on real tensors" not in caplog.text  # the meta pass answered, its shortcuts taken
+    assert "counted on real tensors" not in caplog.text  # the meta pass answered
     # counted on meta tensors: the model keeps its own weights, on the CPU, in eval mode
     assert all(p.device.type == "cpu" for p in model.parameters()) and not model.training
+
+
+def test_the_meta_pass_skips_only_in_place_ops_that_keep_their_inputs_shape() -> None:
+    from evaluators.size import _writes_its_input
+
+    aten = torch.ops.aten
+    for op in (aten.hardswish_.default, aten.relu_.default, aten.hardtanh_.default, aten.add_.Tensor):
+        assert _writes_its_input(op), op  # hardswish_ is not tagged pointwise: the inplace tag decides
+    for op in (aten.resize_.default, aten.t_.default, aten.squeeze_.default, aten.hardswish.default, aten.add.Tensor):
+        assert not _writes_its_input(op), op  # they change the shape or strides, or write no input
