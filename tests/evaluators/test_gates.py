@@ -160,20 +160,27 @@ def test_results_gate_passes_good_metrics() -> None:
         ({"latency_cov": 0.9}, "latency_cov_unstable"),
         ({"latency_cov": 0.9, "latency_stable": 0.0}, "latency_cov_unstable"),
         ({"size_mb": -1.0}, "size_mb"),
+        ({"onnx_parity_max_abs_diff": math.nan}, "onnx_parity_max_abs_diff"),  # a metric with no bound: finite still
     ],
 )
 def test_results_gate_fails_bad_metrics(change: dict, column: str) -> None:
     r = check_results([_ev(**change)], ResultsGateConfig(max_latency_cov=0.5))
-    named = [f for f in r.failures if f"'column': '{column}'" in f or f"saw ['{column}']" in f]  # the metric named
-    assert not r.success and named, r.failures
+    named = [f for f in r.failures if f"'runner': 'cpu', 'metric': '{column}'" in f]  # the metric named, its bound
+    assert not r.success and len(r.failures) == 1 and named, r.failures
+
+
+def test_a_failure_quotes_the_row_and_the_bound_it_broke() -> None:
+    (failure,) = check_results([_ev(top1=1.2), {**_ev(), "runner": "edge"}]).failures
+    assert failure.endswith("saw [{'variant': 'm', 'runner': 'cpu', 'metric': 'top1', 'at_most': 1.0, 'value': 1.2}]")
+    assert not check_results([{**_ev(), "variant": None}]).success
 
 
 def test_results_gate_missing_metric_or_no_rows_fails() -> None:
     metrics = dict(GOOD)
     del metrics["latency_cov"]
     r = check_results([{"variant": "m", "runner": "cpu", "metrics": metrics}])
-    missing = [f for f in r.failures if f.startswith("[evaluations] expect_table_columns_to_match_set")]
-    assert not r.success and missing and "'latency_cov'" in missing[0], r.failures
+    missing = [f for f in r.failures if f.startswith("[evaluations] expect_column_values_to_not_be_null")]
+    assert not r.success and missing and "'metric': 'latency_cov'" in missing[0], r.failures
     assert not check_results([]).success
     assert not check_results([_ev()], ResultsGateConfig(max_latency_cov=0.05)).success
     assert check_results([_ev(latency_cov=3.0, latency_stable=1.0)], ResultsGateConfig(0.5)).success  # windows agree
