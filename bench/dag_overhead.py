@@ -306,10 +306,10 @@ def main() -> None:
         + table(task_rows, ["task", "cold s", "warm s"])
         + "\n\n"
         + f"`dag.test()` runs every task in this one process. A deployed Celery worker forks each task from its pool "
-        f"process instead, so each measuring task imports its stack again unless the worker preloads it "
-        f"(`cnnselect.celery_worker`, which `docker-compose.yml` sets on its workers). What those imports take in a "
-        f"new interpreter, {len(imports)} time(s): **{median:.1f} s** (median), per task without the preload, once "
-        f"per worker start with it:\n\n" + table(import_rows, list(import_rows[0]))
+        f"process instead, so each measuring task imports its stack again (and makes MLflow's package map at its first "
+        f"`log_model`) unless the worker preloads them (`cnnselect.celery_worker`, which `docker-compose.yml` sets on "
+        f"its workers). What the preload takes in a new interpreter, {len(imports)} time(s): **{median:.1f} s** "
+        f"(median), per task without it, once per worker start with it:\n\n" + table(import_rows, list(import_rows[0]))
     )
     c.emit("dag-overhead", "4b. DAG overhead", body, args.no_write)
 
