@@ -149,7 +149,9 @@ def _validate(
     gx, _, _ = _gx()
     failures: list[str] = []
     validations: dict[str, Any] = {}
-    fmt: str | dict[str, Any] = {"result_format": "SUMMARY", "unexpected_index_column_names": list(keys)}
+    fmt: str | dict[str, Any] = (
+        {"result_format": "SUMMARY", "unexpected_index_column_names": list(keys)} if keys else "SUMMARY"
+    )
     with _LOCK:
         results = {}
         for part, df in frames.items():
@@ -159,7 +161,7 @@ def _validate(
             batch = _batch_definition(part).get_batch(batch_parameters={"dataframe": df})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                results[part] = batch.validate(s, result_format=fmt if keys else "SUMMARY")
+                results[part] = batch.validate(s, result_format=fmt)
     for part, result in results.items():
         validations[part] = result.to_json_dict()
         for r in result.results:
@@ -169,8 +171,8 @@ def _validate(
             kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id",)}
             seen = r.result or {}
             rows = seen.get("partial_unexpected_index_list") if keys else None
-            keys_ = ("partial_unexpected_list", "partial_missing_list", "details", "observed_value")
-            detail = _plain_rows(rows, keys) if rows else next((seen[k] for k in keys_ if seen.get(k)), None)
+            found = ("partial_unexpected_list", "partial_missing_list", "details", "observed_value")
+            detail = _plain_rows(rows, keys) if rows else next((seen[k] for k in found if seen.get(k)), None)
             raised = (r.exception_info or {}).get("exception_message") if r.exception_info else None
             failures.append(f"[{part}] {cfg.type} {kwargs}: " + (f"error {raised}" if raised else f"saw {detail!r}"))
     return GateResult(suite, subject, not failures, failures, validations)
@@ -317,8 +319,8 @@ def comparable_params(model: Any, published_params_m: float | None, pretrained_c
 def result_bounds(cfg: ResultsGateConfig) -> dict[str, tuple[float, float, float]]:
     """Each gated metric's valid range: ``(at_least, above, at_most)``, ``-inf``/``inf`` where there is no bound.
 
-    Every metric of :data:`REQUIRED_METRICS` must be there; ``params_rel_diff`` only when the entry has a comparable
-    published figure. A metric not named here must still be finite.
+    Every metric named here must be there but those of :data:`OPTIONAL_METRICS`. A metric not named here must still
+    be finite.
     """
     inf = math.inf
     return {
@@ -332,15 +334,16 @@ def result_bounds(cfg: ResultsGateConfig) -> dict[str, tuple[float, float, float
     }
 
 
-REQUIRED_METRICS = (*ACCURACY_METRICS, *LATENCY_METRICS, "latency_cov", "latency_cov_unstable", "size_mb", "params_m")
+OPTIONAL_METRICS = ("params_rel_diff",)  # only entries with a comparable published figure have it
 
 
 def results_rows(evaluations: Iterable[Mapping[str, Any]], cfg: ResultsGateConfig | None = None) -> Any:
     """One row per (variant, runner, metric): its value (null when missing, NaN or infinite) and its valid range.
 
-    Every metric an evaluation has is a row, and every metric of :data:`REQUIRED_METRICS` it lacks (value null). Two
-    metrics are derived here: ``latency_cov_unstable`` (the CoV, or 0 when the robust window medians agree: stable
-    windows excuse a CoV inflated by a few stalls) and ``params_rel_diff`` (own against published backbone params).
+    Every metric an evaluation has is a row, and so is each bounded metric it lacks (value null), those of
+    :data:`OPTIONAL_METRICS` aside. Two metrics are derived here: ``latency_cov_unstable`` (the CoV, or 0 when the
+    robust window medians agree: stable windows excuse a CoV inflated by a few stalls) and ``params_rel_diff`` (own
+    against published backbone params).
     """
     import pandas as pd
 
@@ -348,7 +351,7 @@ def results_rows(evaluations: Iterable[Mapping[str, Any]], cfg: ResultsGateConfi
     unbounded = (-math.inf, -math.inf, math.inf)
     rows = []
     for ev in evaluations:
-        values: dict[str, float | None] = dict.fromkeys(REQUIRED_METRICS)
+        values: dict[str, float | None] = dict.fromkeys(m for m in bounds if m not in OPTIONAL_METRICS)
         for k, v in dict(ev.get("metrics", {})).items():
             try:
                 f = float(v)
