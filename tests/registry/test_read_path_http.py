@@ -168,7 +168,7 @@ def test_over_http_a_check_waits_for_one_call_and_a_change_reads_only_what_chang
 
     reg.candidates(ds)  # the index loaded (a cold get_best alone answers from its operating point's versions)
     assert reg.index.loads == 1 and ("search_model_versions", 200_000) in calls.take()  # the full load: one request
-    assert reg.get_best(k).candidate.variant == "v29"
+    assert checked().candidate.variant == "v29"  # its registered-model read done: the next check starts its own
     assert ("get_model_version_download_uri", None) in calls.take()  # the answer's artifact, checked once
     for _ in range(3):  # nothing changed: the watermark's two calls, the artifact not asked for again
         assert checked().candidate.variant == "v29"
